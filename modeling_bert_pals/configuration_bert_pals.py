@@ -1,0 +1,100 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""BERT with Projected Attention Layers (PALs) for multi-task learning: configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import BertConfig
+
+
+TASK_KINDS = ("classification", "pair_classification", "pair_regression")
+STS_HEADS = ("linear", "cosine")
+POOLINGS = ("pooler", "mean")
+PAL_DECODER_INITS = ("zeros", "normal")
+
+# The seed paper's three tasks: SST-5 sentiment, Quora paraphrase, STS similarity (a score in [0, 5]).
+DEFAULT_TASKS = {
+    "sst": {"kind": "classification", "num_labels": 5},
+    "para": {"kind": "pair_classification", "num_labels": 2},
+    "sts": {"kind": "pair_regression", "num_labels": 1},
+}
+
+
+@strict
+class BertPalsConfig(BertConfig):
+    r"""
+    Configuration of [`BertPalsForMultitask`]: a BERT encoder shared by several tasks, with one Projected Attention
+    Layer (PAL, Stickland & Murray 2019) per task in every layer and one head per task. All [`BertConfig`] arguments
+    are accepted; the PAL and task arguments are:
+
+    pal_size (`int`, defaults to 204):
+        Width of the projected space the PAL attends in (the V^E / V^D projections map hidden_size <-> pal_size).
+    pal_num_heads (`int`, defaults to 6):
+        Attention heads of the PAL self-attention (6 heads of 34 as in the original code).
+    use_pals (`bool`, defaults to `True`):
+        Without PALs the encoder is exactly BERT.
+    tasks (`dict`, *optional*):
+        `{name: {"kind": ..., "num_labels": ...}}` with kind one of "classification" (one sentence),
+        "pair_classification" and "pair_regression" (two sentences encoded separately, a score in [0, 5]).
+        Defaults to the paper's `sst` (5 classes), `para` (2 classes) and `sts` (regression).
+    sts_head (`str`, defaults to `"cosine"`):
+        Head of the pair-regression tasks: "linear" (the paper's baseline: concatenation -> dropout -> linear ->
+        sigmoid x 5) or "cosine" (the paper's improvement: ReLU(cos(u, v)) x 5).
+    classifier_dropout (`float`, defaults to 0.3):
+        Dropout before each task's linear head.
+    pooling (`str`, defaults to `"pooler"`):
+        Sentence embedding: "pooler" (BERT's pooler output, as in the paper) or "mean" (attention-masked mean of the
+        last hidden states).
+    pal_decoder_init (`str`, defaults to `"zeros"`):
+        "zeros" makes a freshly added PAL output exactly 0, so the model computes what the loaded BERT computes until
+        training moves it; "normal" is the original code's N(0, initializer_range).
+    """
+
+    model_type = "bert_pals"
+    # The Trainer keeps only the logits as predictions.
+    keys_to_ignore_at_inference = ["embeddings", "embeddings_b"]
+
+    pal_size: int = 204
+    pal_num_heads: int = 6
+    use_pals: bool = True
+    tasks: dict | None = None
+    sts_head: str = "cosine"
+    classifier_dropout: float | int | None = 0.3
+    pooling: str = "pooler"
+    pal_decoder_init: str = "zeros"
+
+    def __post_init__(self, **kwargs):
+        if self.tasks is None:
+            self.tasks = {name: dict(spec) for name, spec in DEFAULT_TASKS.items()}
+        if not self.tasks:
+            raise ValueError("`tasks` is empty: give at least one task, e.g. {'sst': {'kind': 'classification', ...}}.")
+        for name, spec in self.tasks.items():
+            kind = spec.get("kind")
+            if kind not in TASK_KINDS:
+                raise ValueError(f"Task {name!r} has kind {kind!r}; expected one of {TASK_KINDS}.")
+            num_labels = spec.get("num_labels", 1)
+            if not isinstance(num_labels, int) or num_labels < 1:
+                raise ValueError(f"Task {name!r} has num_labels={num_labels!r}; expected a positive int.")
+        if self.pal_size <= 0 or self.pal_num_heads <= 0 or self.pal_size % self.pal_num_heads != 0:
+            raise ValueError(
+                f"pal_size ({self.pal_size}) must be a positive multiple of pal_num_heads ({self.pal_num_heads})."
+            )
+        for name, value, allowed in (
+            ("sts_head", self.sts_head, STS_HEADS),
+            ("pooling", self.pooling, POOLINGS),
+            ("pal_decoder_init", self.pal_decoder_init, PAL_DECODER_INITS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"Unknown {name} {value!r}; expected one of {allowed}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+
+__all__ = ["BertPalsConfig"]

@@ -1,0 +1,397 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""BERT with Projected Attention Layers (PALs, Stickland & Murray 2019) and one head per task.
+
+Remote-code file: it imports nothing beyond torch and transformers, and its config only as
+`from .configuration_bert_pals import BertPalsConfig`, so that `save_pretrained` can ship it next to the weights.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.bert.modeling_bert import (
+    BertEmbeddings,
+    BertLayer,
+    BertPooler,
+    BertSelfAttention,
+    eager_attention_forward,
+)
+from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_bert_pals import BertPalsConfig
+
+
+logger = logging.get_logger(__name__)
+
+# Module containers whose children are keyed by task name: everything below them belongs to that task.
+TASK_CONTAINERS = ("pals", "pal_encoders", "pal_decoders", "heads")
+
+
+class PalSelfAttention(nn.Module):
+    """Multi-head self-attention inside the PAL's small space: q/k/v with bias, no output projection, no LayerNorm."""
+
+    def __init__(self, config: BertPalsConfig):
+        super().__init__()
+        self.config = config
+        self.num_attention_heads = config.pal_num_heads
+        self.attention_head_size = config.pal_size // config.pal_num_heads
+        self.scaling = self.attention_head_size**-0.5
+        self.query = nn.Linear(config.pal_size, config.pal_size)
+        self.key = nn.Linear(config.pal_size, config.pal_size)
+        self.value = nn.Linear(config.pal_size, config.pal_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        # The SDPA path would otherwise apply a causal mask to batches without padding.
+        self.is_causal = False
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.dropout.p,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return attn_output.reshape(*input_shape, -1).contiguous()
+
+
+class PalDecoder(nn.Linear):
+    """V^D, from the PAL's small space back to the hidden size; its own class so that `_init_weights` can find it."""
+
+
+class BertPalsLayer(BertLayer):
+    """A BERT layer with one PAL per task beside it: `LN2(FFN(a) + a + PAL(h))`, `a = LN1(h + SA(h))`."""
+
+    def __init__(self, config: BertPalsConfig, layer_idx: int | None = None):
+        super().__init__(config, layer_idx=layer_idx)
+        if config.use_pals:
+            self.pals = nn.ModuleDict({task: PalSelfAttention(config) for task in config.task_names})
+        self.pal_activation = ACT2FN[config.hidden_act]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        task: str | None = None,
+        pal_encoder: nn.Module | None = None,
+        pal_decoder: nn.Module | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
+        residual = attention_output
+        if pal_encoder is not None:
+            # The PAL reads the layer input, as self-attention does, and joins the FFN's residual.
+            pal_output = self.pals[task](pal_encoder(hidden_states), attention_mask, **kwargs)
+            residual = attention_output + self.pal_activation(pal_decoder(pal_output))
+        return self.output(self.intermediate(attention_output), residual)
+
+
+class BertPalsEncoder(nn.Module):
+    """The layers, plus each task's V^E / V^D projections, registered once here and shared by every layer."""
+
+    def __init__(self, config: BertPalsConfig):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList([BertPalsLayer(config, layer_idx=i) for i in range(config.num_hidden_layers)])
+        if config.use_pals:
+            self.pal_encoders = nn.ModuleDict(
+                {task: nn.Linear(config.hidden_size, config.pal_size) for task in config.task_names}
+            )
+            self.pal_decoders = nn.ModuleDict(
+                {task: PalDecoder(config.pal_size, config.hidden_size) for task in config.task_names}
+            )
+
+    def forward(self, hidden_states, attention_mask=None, task: str | None = None, **kwargs):
+        pal_encoder = pal_decoder = None
+        if self.config.use_pals and task is not None:
+            if task not in self.pal_encoders:
+                raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
+            pal_encoder, pal_decoder = self.pal_encoders[task], self.pal_decoders[task]
+        for layer_module in self.layer:
+            hidden_states = layer_module(
+                hidden_states,
+                attention_mask,
+                task=task,
+                pal_encoder=pal_encoder,
+                pal_decoder=pal_decoder,
+                **kwargs,
+            )
+        return hidden_states
+
+
+class BertPalsPreTrainedModel(PreTrainedModel):
+    config_class = BertPalsConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": BertPalsLayer, "attentions": BertSelfAttention}
+
+    def _init_weights(self, module):
+        if isinstance(module, PalDecoder) and self.config.pal_decoder_init == "zeros":
+            # GELU(0) = 0: a zero V^D makes every PAL output 0, so the model starts as the BERT it was loaded from.
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+            return
+        super()._init_weights(module)
+        if isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+
+
+class BertPalsModel(BertPalsPreTrainedModel):
+    """BERT whose every layer holds one PAL per task. With `task=None` or `use_pals=False` it is exactly BERT."""
+
+    def __init__(self, config: BertPalsConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertPalsEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        task: str | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        embedding_output = self.embeddings(
+            input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds
+        )
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
+        )
+        sequence_output = self.encoder(embedding_output, attention_mask, task=task, **kwargs)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
+
+
+class SentenceClassificationHead(nn.Module):
+    """SST: dropout and a linear layer on the sentence embedding."""
+
+    def __init__(self, config: BertPalsConfig, num_labels: int):
+        super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.dropout(embeddings))
+
+
+class PairClassificationHead(nn.Module):
+    """Paraphrase: both sentence embeddings concatenated, dropout, a linear layer to the logits."""
+
+    def __init__(self, config: BertPalsConfig, num_labels: int):
+        super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(2 * config.hidden_size, num_labels)
+
+    def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.cat([embeddings, embeddings_b], dim=-1)))
+
+
+class PairRegressionHead(PairClassificationHead):
+    """The paper's STS baseline: concatenation, dropout, linear to one value, sigmoid scaled to [0, max_score]."""
+
+    def __init__(self, config: BertPalsConfig, max_score: float):
+        super().__init__(config, num_labels=1)
+        self.max_score = max_score
+
+    def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super().forward(embeddings, embeddings_b)).squeeze(-1) * self.max_score
+
+
+class CosineSimilarityHead(nn.Module):
+    """The paper's STS improvement, without parameters: ReLU(cos(u, v)) scaled to [0, max_score]."""
+
+    def __init__(self, max_score: float):
+        super().__init__()
+        self.max_score = max_score
+
+    def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.cosine_similarity(embeddings, embeddings_b, dim=-1)) * self.max_score
+
+
+def build_task_head(config: BertPalsConfig, spec: dict) -> nn.Module:
+    if spec["kind"] == "classification":
+        return SentenceClassificationHead(config, spec["num_labels"])
+    if spec["kind"] == "pair_classification":
+        return PairClassificationHead(config, spec["num_labels"])
+    max_score = float(spec.get("max_score", 5.0))
+    if config.sts_head == "cosine":
+        return CosineSimilarityHead(max_score)
+    return PairRegressionHead(config, max_score)
+
+
+@dataclass
+class MultitaskOutput(ModelOutput):
+    """
+    loss (`torch.Tensor` of shape `()`, returned when `labels` is given):
+        Cross-entropy for classification tasks, mean squared error for the regression task.
+    logits (`torch.Tensor`):
+        `(batch_size, num_labels)` for classification tasks, `(batch_size,)` scores for the regression task.
+    embeddings (`torch.Tensor` of shape `(batch_size, hidden_size)`):
+        Sentence embeddings of the first sentence.
+    embeddings_b (`torch.Tensor` of shape `(batch_size, hidden_size)`, pair tasks only):
+        Sentence embeddings of the second sentence.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+    embeddings_b: torch.Tensor | None = None
+
+
+class BertPalsForMultitask(BertPalsPreTrainedModel):
+    """A shared `bert` (BERT checkpoints load into it by name) with PALs, and one head per task."""
+
+    # The Trainer must keep dividing the loss by the accumulation steps.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: BertPalsConfig):
+        super().__init__(config)
+        self.bert = BertPalsModel(config)
+        self.heads = nn.ModuleDict({task: build_task_head(config, spec) for task, spec in config.tasks.items()})
+        self.post_init()
+
+    def embed(self, input_ids, attention_mask=None, token_type_ids=None, task=None) -> torch.Tensor:
+        """Sentence embeddings as the config's `pooling` says: BERT's pooler output or the masked mean."""
+        outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, task=task)
+        if self.config.pooling == "pooler":
+            return outputs.pooler_output
+        hidden = outputs.last_hidden_state
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def _embed_pair(self, task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b):
+        # The two sentences are encoded separately, as in the paper, but in one batched pass of both.
+        length = max(input_ids.shape[1], input_ids_b.shape[1])
+        batch = [input_ids, input_ids_b]
+        masks = [
+            torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+            torch.ones_like(input_ids_b) if attention_mask_b is None else attention_mask_b,
+        ]
+        types = [
+            torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids,
+            torch.zeros_like(input_ids_b) if token_type_ids_b is None else token_type_ids_b,
+        ]
+        pad = self.config.pad_token_id or 0
+
+        def stack(tensors, value):
+            return torch.cat([F.pad(t, (0, length - t.shape[1]), value=value) for t in tensors])
+
+        embeddings = self.embed(stack(batch, pad), stack(masks, 0), stack(types, 0), task=task)
+        return embeddings.split(input_ids.shape[0])
+
+    def forward(
+        self,
+        task: str,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        input_ids_b: torch.Tensor | None = None,
+        attention_mask_b: torch.Tensor | None = None,
+        token_type_ids_b: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> MultitaskOutput:
+        r"""
+        task (`str`):
+            Which task's PALs and head to run, one of `config.task_names`.
+        input_ids_b, attention_mask_b, token_type_ids_b (*optional*):
+            The second sentence of pair tasks, encoded separately from the first.
+        labels (`torch.Tensor`, *optional*):
+            Class indices for classification tasks, scores in [0, 5] for the regression task.
+        """
+        if task not in self.heads:
+            raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
+        kind = self.config.tasks[task]["kind"]
+        if kind == "classification":
+            embeddings = self.embed(input_ids, attention_mask, token_type_ids, task=task)
+            embeddings_b = None
+        else:
+            if input_ids_b is None:
+                raise ValueError(f"Task {task!r} is a sentence-pair task: pass `input_ids_b` too.")
+            embeddings, embeddings_b = self._embed_pair(
+                task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b
+            )
+        logits = self.heads[task](embeddings, embeddings_b)
+
+        loss = None
+        if labels is not None:
+            if kind == "pair_regression":
+                loss = F.mse_loss(logits.float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels.long())
+        return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
+
+    def parameter_task(self, name: str) -> str | None:
+        """The task a parameter belongs to (its PALs or head), or None for the parameters all tasks share."""
+        parts = name.split(".")
+        for container, task in zip(parts, parts[1:]):
+            if container in TASK_CONTAINERS and task in self.config.tasks:
+                return task
+        return None
+
+    def named_shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters every task uses: embeddings, BERT layers, pooler. Gradient surgery acts on these only."""
+        return ((name, p) for name, p in self.named_parameters() if self.parameter_task(name) is None)
+
+    def named_task_parameters(self, task: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters only `task` uses: its PALs, its V^E / V^D projections and its head."""
+        if task not in self.config.tasks:
+            raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
+        return ((name, p) for name, p in self.named_parameters() if self.parameter_task(name) == task)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_shared_parameters()]
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        return [p for _, p in self.named_task_parameters(task)]
+
+
+__all__ = ["BertPalsForMultitask", "BertPalsModel", "BertPalsPreTrainedModel"]

@@ -1,0 +1,442 @@
+"""`datasets` builder for the CS224N "minBERT" data files (SST-5, Quora, STS, CFIMDB).
+
+The files are tab-separated with a header row and an unnamed first column (a
+row index); see the data directory's README.md. Each task is one builder
+config:
+
+=========  ===========================  ==========================  =====================
+config     files (in ``data_dir``)      text columns                ``label`` feature
+=========  ===========================  ==========================  =====================
+sst        ids-sst-{split}.csv          sentence                    ClassLabel(5), int64
+para       quora-{split}.csv            sentence1, sentence2        ClassLabel(2), int64
+sts        sts-{split}.csv              sentence1, sentence2        Value("float32")
+cfimdb     ids-cfimdb-{split}.csv       sentence                    ClassLabel(2), int64
+=========  ===========================  ==========================  =====================
+
+Every config also has ``id`` (``Value("string")``). Splits: ``train`` (``-train``),
+``validation`` (``-dev``), ``test`` (``-test-student``); ``validation`` and ``test``
+exist only where their file exists. The test files carry no label column: their
+rows get ``label = None`` (the features allow nulls; ``ClassLabel`` stores an int64
+column with nulls).
+
+Bad rows -- empty/unparsable/out-of-range label, missing or empty sentence or id,
+wrong number of fields, a TAB inside a field (a sign of an unbalanced quote) -- are
+skipped and counted, with ONE ``logging`` warning per file (logger
+``trainer.cs224n_builder``) naming the file, the number skipped and the first
+line numbers with their reasons. With ``strict=True`` the first bad row raises
+``ValueError("<path>: line <n>: <reason>")``. Line numbers are physical line
+numbers in the file, header = line 1 (for a record spanning several lines, its
+first line). A blank line counts as a bad row. A train/dev file without its label
+column, or any file without ``id`` or a sentence column, raises ``ValueError``
+(header problem, not a row problem) in both modes.
+
+Quotes: fields are read with standard CSV ``"`` quoting (``csv`` module, the same
+parse as ``csv.DictReader(f, delimiter="\t")``). Quote characters left inside the
+text after that -- e.g. Quora questions wrapped in an extra layer of quoting
+(``"What does ""x"" mean?"``, 580 values in quora-train) or STS sentences with an
+unbalanced ``"`` -- are kept verbatim, deliberately: the course's reader keeps them
+too and the reference numbers were produced with them. The normalisation does not
+touch ``"``.
+
+Usage (offline, no hub, no dataset script)::
+
+    from trainer.cs224n_builder import load_cs224n
+    dsd = load_cs224n("sst", "/path/to/data")            # DatasetDict, in memory
+
+    # or as a plain builder, cached in ``cache_dir``:
+    builder = Cs224nBuilder(config_name="sst", data_dir=..., cache_dir=...)
+    builder.download_and_prepare()
+    dsd = builder.as_dataset()
+
+Caching: the builder's cache directory depends on the task, ``data_dir``,
+``normalize``, ``strict`` (config id) and on a hash of the files' *contents* plus
+the parser revision, so variants never mix and edited files are re-read. When a
+cached copy is reused, the bad-row warnings recorded at preparation time (stored
+next to the Arrow files) are emitted again, so a cache hit is never silent.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from typing import Any, Optional
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+# Bump when parsing/validation changes: it is part of the cache hash.
+PARSER_REVISION = "1"
+MAX_REPORTED_LINES = 5
+SKIPPED_ROWS_FILENAME = "cs224n_skipped_rows.json"
+
+SPLIT_SUFFIXES = {
+    "train": "train",
+    "validation": "dev",
+    "test": "test-student",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """Static description of one CS224N task."""
+
+    name: str
+    file_prefix: str
+    text_columns: tuple[str, ...]  # column names, identical in the files and the features
+    label_column: str  # column name in the files
+    label_kind: str  # "class" or "float"
+    label_names: tuple[str, ...] = ()
+    label_min: float = 0.0
+    label_max: float = 0.0
+    description: str = ""
+
+    def filename(self, split: str) -> str:
+        return f"{self.file_prefix}-{SPLIT_SUFFIXES[split]}.csv"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) if self.label_kind == "class" else 1
+
+
+TASKS: dict[str, TaskSpec] = {
+    "sst": TaskSpec(
+        name="sst",
+        file_prefix="ids-sst",
+        text_columns=("sentence",),
+        label_column="sentiment",
+        label_kind="class",
+        label_names=("very negative", "negative", "neutral", "positive", "very positive"),
+        description="SST-5 sentiment (5 classes).",
+    ),
+    "para": TaskSpec(
+        name="para",
+        file_prefix="quora",
+        text_columns=("sentence1", "sentence2"),
+        label_column="is_duplicate",
+        label_kind="class",
+        label_names=("not_duplicate", "duplicate"),
+        description="Quora Question Pairs paraphrase detection (binary).",
+    ),
+    "sts": TaskSpec(
+        name="sts",
+        file_prefix="sts",
+        text_columns=("sentence1", "sentence2"),
+        label_column="similarity",
+        label_kind="float",
+        label_min=0.0,
+        label_max=5.0,
+        description="SemEval STS benchmark, similarity 0.0-5.0.",
+    ),
+    "cfimdb": TaskSpec(
+        name="cfimdb",
+        file_prefix="ids-cfimdb",
+        text_columns=("sentence",),
+        label_column="sentiment",
+        label_kind="class",
+        label_names=("negative", "positive"),
+        description="CFIMDB binary sentiment.",
+    ),
+}
+
+
+def get_task(task: str) -> TaskSpec:
+    """Return the :class:`TaskSpec` of ``task``; ``ValueError`` listing the known tasks otherwise."""
+    try:
+        return TASKS[task]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown task {task!r}; known tasks: {sorted(TASKS)}") from None
+
+
+def task_features(task: str) -> datasets.Features:
+    """The feature schema shared by the builder and :mod:`trainer.hub_tasks`."""
+    spec = get_task(task)
+    feats: dict[str, Any] = {"id": datasets.Value("string")}
+    for col in spec.text_columns:
+        feats[col] = datasets.Value("string")
+    if spec.label_kind == "class":
+        feats["label"] = datasets.ClassLabel(names=list(spec.label_names))
+    else:
+        feats["label"] = datasets.Value("float32")
+    return datasets.Features(feats)
+
+
+def normalize_sentence(text: str) -> str:
+    """The CS224N course's normalisation (lower-case, split off . ? , ' and collapse spaces)."""
+    return " ".join(
+        text.lower().replace(".", " .").replace("?", " ?").replace(",", " ,").replace("'", " '").split()
+    )
+
+
+def parse_label(task: str, value: Any) -> tuple[Optional[float | int], Optional[str]]:
+    """Parse and validate one label value (string from a file, or a number).
+
+    Returns ``(label, None)`` on success (int for class tasks, float for sts) or
+    ``(None, reason)`` when the value is empty, unparsable or out of range.
+    Class labels may be written as floats ("1.0") but must be whole numbers.
+    """
+    spec = get_task(task)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, f"empty label ({spec.label_column!r})"
+    if isinstance(value, bool):
+        value = int(value)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None, f"unparsable label {value!r}"
+    if not math.isfinite(number):
+        return None, f"unparsable label {value!r} (not finite)"
+    if spec.label_kind == "class":
+        n = len(spec.label_names)
+        if not number.is_integer() or not 0 <= number < n:
+            return None, f"label {value!r} out of range (expected an integer in 0..{n - 1})"
+        return int(number), None
+    if not spec.label_min <= number <= spec.label_max:
+        return None, f"label {value!r} out of range (expected {spec.label_min:g}..{spec.label_max:g})"
+    return float(number), None
+
+
+def format_bad_rows(source: str, bad: list[tuple[int, str]], total: int, *, cached_from: str | None = None,
+                    unit: str = "line") -> str:
+    """One warning message for all the bad rows of one file / dataset (``unit``: "line" or "row")."""
+    shown = "; ".join(f"{unit} {line}: {reason}" for line, reason in bad[:MAX_REPORTED_LINES])
+    more = f"; ... ({len(bad) - MAX_REPORTED_LINES} more)" if len(bad) > MAX_REPORTED_LINES else ""
+    note = f" [recorded when the cache {cached_from} was prepared]" if cached_from else ""
+    return f"{source}: skipped {len(bad)} bad row(s) of {total}: {shown}{more}{note}"
+
+
+def _files_fingerprint(spec: TaskSpec, data_dir: str) -> str:
+    h = hashlib.sha256(f"cs224n-parser-{PARSER_REVISION}".encode())
+    for split in SPLIT_SUFFIXES:
+        path = os.path.join(data_dir, spec.filename(split))
+        h.update(split.encode())
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+        else:
+            h.update(b"<missing>")
+    return h.hexdigest()[:16]
+
+
+def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bool = False,
+                     require_label: bool = True) -> tuple[list[tuple[int, dict]], list[tuple[int, str]], int]:
+    """Read one CS224N file.
+
+    Returns ``(examples, bad_rows, total_rows)`` where ``examples`` is a list of
+    ``(line_number, example_dict)`` and ``bad_rows`` a list of ``(line_number, reason)``.
+    Header problems (a required column missing) always raise ``ValueError``; bad
+    rows raise ``ValueError`` only when ``strict``. No logging here.
+    """
+    spec = get_task(task)
+    examples: list[tuple[int, dict]] = []
+    bad: list[tuple[int, str]] = []
+    total = 0
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        # csv.reader with the same dialect as csv.DictReader(f, delimiter="\t"); used directly so that
+        # blank lines and short/long rows are seen (DictReader skips blank lines silently).
+        reader = csv.reader(f, delimiter="\t")
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"{path}: empty file (no header row)") from None
+        index = {name: i for i, name in enumerate(header)}
+        needed = ["id", *spec.text_columns]
+        has_label = spec.label_column in index
+        if require_label and not has_label:
+            needed.append(spec.label_column)
+        missing = [c for c in needed if c not in index]
+        if missing:
+            raise ValueError(f"{path}: line 1 (header): missing column(s) {missing}; header is {header}")
+        prev_end = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except (csv.Error, UnicodeDecodeError) as e:
+                raise ValueError(f"{path}: line {prev_end + 1}: unreadable CSV ({e})") from e
+            start, end = prev_end + 1, reader.line_num
+            prev_end = end
+            total += 1
+            where = f"line {start}" if start == end else f"line {start} (record spans lines {start}-{end})"
+            reasons: list[str] = []
+            example: dict[str, Any] = {}
+            if not fields:
+                reasons.append("blank line")
+            elif len(fields) != len(header):
+                reasons.append(f"expected {len(header)} fields, found {len(fields)}")
+            else:
+                ident = fields[index["id"]].strip()
+                if not ident:
+                    reasons.append("empty id")
+                elif "\t" in ident:
+                    reasons.append("tab inside the id field (unbalanced quote?)")
+                example["id"] = ident
+                for col in spec.text_columns:
+                    raw = fields[index[col]]
+                    text = normalize_sentence(raw) if normalize else raw.strip()
+                    if "\t" in raw:
+                        reasons.append(f"tab inside {col!r} (unbalanced quote?)")
+                    elif not text:
+                        reasons.append(f"empty {col!r}")
+                    example[col] = text
+                example["label"] = None
+                if has_label:
+                    label, label_problem = parse_label(task, fields[index[spec.label_column]])
+                    if label_problem:
+                        reasons.append(label_problem)
+                    example["label"] = label
+            reason = "; ".join(reasons)
+            if reason:
+                if strict:
+                    raise ValueError(f"{path}: {where}: {reason}")
+                bad.append((start, reason))
+                continue
+            examples.append((start, example))
+    return examples, bad, total
+
+
+@dataclasses.dataclass
+class Cs224nConfig(datasets.BuilderConfig):
+    """Builder config for one CS224N task.
+
+    Args:
+        normalize: apply the course's normalisation (:func:`normalize_sentence`);
+            ``False`` keeps sentences as in the file, only stripped.
+        strict: raise ``ValueError`` (file path, line, reason) on the first bad row
+            instead of skipping and counting it.
+    """
+
+    normalize: bool = True
+    strict: bool = False
+
+
+class Cs224nBuilder(datasets.GeneratorBasedBuilder):
+    """Builds ``DatasetDict``s from the CS224N files in ``data_dir`` (see the module docstring)."""
+
+    VERSION = datasets.Version("1.0.0")
+    BUILDER_CONFIG_CLASS = Cs224nConfig
+    BUILDER_CONFIGS = [
+        Cs224nConfig(name=name, version=datasets.Version("1.0.0"), description=spec.description)
+        for name, spec in TASKS.items()
+    ]
+    DEFAULT_CONFIG_NAME = None
+
+    def __init__(self, cache_dir: Optional[str] = None, dataset_name: Optional[str] = None,
+                 config_name: Optional[str] = None, hash: Optional[str] = None, *,
+                 data_dir: Optional[str] = None, **kwargs):
+        spec = get_task(config_name)
+        if data_dir is None:
+            raise ValueError("data_dir is required: the directory holding the CS224N .csv files")
+        data_dir = os.path.abspath(os.fspath(data_dir))
+        if not os.path.isdir(data_dir):
+            raise FileNotFoundError(f"CS224N data directory not found: {data_dir}")
+        train = os.path.join(data_dir, spec.filename("train"))
+        if not os.path.isfile(train):
+            raise FileNotFoundError(f"CS224N {spec.name} train file not found: {train}")
+        # Make the options explicit so that they always enter the config id (cache directory).
+        for key, default in (("normalize", True), ("strict", False)):
+            value = kwargs.get(key)
+            kwargs[key] = default if value is None else bool(value)
+        if hash is None:
+            hash = _files_fingerprint(spec, data_dir)
+        self.skipped_rows: dict[str, list[tuple[int, str]]] = {}
+        self._prepared_now = False
+        super().__init__(cache_dir=cache_dir, dataset_name=dataset_name, config_name=config_name, hash=hash,
+                         data_dir=data_dir, **kwargs)
+
+    @property
+    def task(self) -> TaskSpec:
+        return get_task(self.config.name)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=self.task.description,
+            features=task_features(self.config.name),
+            homepage="https://github.com/gpoesia/minbert-default-final-project",
+        )
+
+    def _split_generators(self, dl_manager):
+        # Parse and validate everything here (not in _generate_examples) so that strict-mode
+        # ValueErrors reach the caller unwrapped (datasets wraps generator errors).
+        self._parsed: dict[str, list[tuple[int, dict]]] = {}
+        self.skipped_rows = {}
+        self._reports: list[dict] = []
+        generators = []
+        for split, hf_split in (("train", datasets.Split.TRAIN), ("validation", datasets.Split.VALIDATION),
+                                ("test", datasets.Split.TEST)):
+            path = os.path.join(self.config.data_dir, self.task.filename(split))
+            if not os.path.isfile(path):
+                if split == "train":
+                    raise FileNotFoundError(f"CS224N {self.task.name} train file not found: {path}")
+                continue
+            examples, bad, total = read_cs224n_file(
+                path, self.config.name, normalize=self.config.normalize, strict=self.config.strict,
+                require_label=(split != "test"),
+            )
+            if bad:
+                logger.warning(format_bad_rows(path, bad, total))
+            self._reports.append({"split": split, "path": path, "total": total, "bad": bad})
+            self.skipped_rows[split] = bad
+            self._parsed[path] = examples
+            generators.append(datasets.SplitGenerator(name=hf_split, gen_kwargs={"filepath": path}))
+        self._prepared_now = True
+        return generators
+
+    def _generate_examples(self, filepath):
+        yield from self._parsed[filepath]
+
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        # self._output_dir is the (temporary, later renamed) output directory here.
+        with open(os.path.join(self._output_dir, SKIPPED_ROWS_FILENAME), "w", encoding="utf-8") as f:
+            json.dump(self._reports, f)
+        self._parsed = {}
+
+    def download_and_prepare(self, *args, **kwargs):
+        """As in ``datasets``; on a cache hit, re-emit the bad-row warnings recorded at preparation."""
+        self._prepared_now = False
+        super().download_and_prepare(*args, **kwargs)
+        if self._prepared_now:
+            return
+        report_path = os.path.join(self._output_dir, SKIPPED_ROWS_FILENAME)
+        if not os.path.isfile(report_path):
+            logger.warning(f"{self._output_dir}: cached CS224N data has no bad-row record ({SKIPPED_ROWS_FILENAME})")
+            return
+        with open(report_path, encoding="utf-8") as f:
+            reports = json.load(f)
+        self.skipped_rows = {}
+        for rep in reports:
+            bad = [tuple(b) for b in rep["bad"]]
+            self.skipped_rows[rep["split"]] = bad
+            if bad:
+                logger.warning(format_bad_rows(rep["path"], bad, rep["total"], cached_from=self._output_dir))
+
+
+def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, strict: bool = False,
+                cache_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+    """Load one CS224N task as a ``DatasetDict`` (splits train / validation / test where present).
+
+    ``cache_dir=None`` (default): prepare into a fresh temporary directory, load the
+    splits into memory and delete the directory -- no cache, every call re-reads the
+    files and re-warns. With a ``cache_dir``: the usual ``datasets`` cache (memory-
+    mapped Arrow files), keyed by options and file contents; warnings are replayed
+    on cache hits.
+    """
+    get_task(task)
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="cs224n_") as tmp:
+            builder = Cs224nBuilder(config_name=task, data_dir=data_dir, cache_dir=tmp,
+                                    normalize=normalize, strict=strict)
+            builder.download_and_prepare()
+            return builder.as_dataset(in_memory=True)
+    builder = Cs224nBuilder(config_name=task, data_dir=data_dir, cache_dir=os.fspath(cache_dir),
+                            normalize=normalize, strict=strict)
+    builder.download_and_prepare()
+    return builder.as_dataset()

@@ -1,0 +1,191 @@
+"""The CS224N tasks from Hub datasets, mapped to the schema of :mod:`trainer.cs224n_builder`.
+
+Known sources (``HUB_SOURCES``; column mapping is *source column -> task column*):
+
+======  ============================  ====================================================
+task    dataset (config)              mapping
+======  ============================  ====================================================
+sst     ``SetFit/sst5``               text -> sentence, label -> label (0-4); no id: row index
+para    ``nyu-mll/glue`` (``qqp``)    question1 -> sentence1, question2 -> sentence2,
+                                      label -> label (0/1), idx -> id
+sts     ``nyu-mll/glue`` (``stsb``)   sentence1, sentence2, label (0.0-5.0), idx -> id
+======  ============================  ====================================================
+
+``glue``/``stsb`` is used for STS because its labels are on the same 0-5 scale as
+the CS224N file (``sentence-transformers/stsb`` rescales to 0-1; pass it with your
+own mapping and rescale first if you want it). CFIMDB has no known Hub source:
+pass ``dataset_id`` and ``column_mapping``.
+
+Unlabeled splits: GLUE's test splits carry label ``-1``. A split whose labels are
+*all* ``-1`` or null is treated as unlabeled and gets ``label = None`` (as the
+``test-student`` files do in the builder). Otherwise each row's label is validated
+like the builder does: bad rows are skipped with one ``logging`` warning naming
+the dataset, the count and the first row indices (0-based, in the input dataset);
+``strict=True`` raises ``ValueError`` instead.
+
+Nothing in here is exercised against the Hub in the tests (no network);
+:func:`to_task_columns` is tested on in-memory datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Mapping, Optional
+
+import datasets
+
+from .cs224n_builder import format_bad_rows, get_task, normalize_sentence, parse_label, task_features
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSource:
+    dataset_id: str
+    config: Optional[str]
+    column_mapping: Mapping[str, str]  # source column -> task column
+
+
+HUB_SOURCES: dict[str, HubSource] = {
+    "sst": HubSource("SetFit/sst5", None, {"text": "sentence", "label": "label"}),
+    "para": HubSource(
+        "nyu-mll/glue", "qqp",
+        {"question1": "sentence1", "question2": "sentence2", "label": "label", "idx": "id"},
+    ),
+    "sts": HubSource(
+        "nyu-mll/glue", "stsb",
+        {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label", "idx": "id"},
+    ),
+}
+
+
+def _is_missing_label(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1)
+
+
+def to_task_columns(
+    dataset: datasets.Dataset,
+    task: str,
+    column_mapping: Optional[Mapping[str, str]] = None,
+    *,
+    normalize: bool = False,
+    strict: bool = False,
+) -> datasets.Dataset:
+    """Rename/select ``dataset``'s columns into the task schema of the builder.
+
+    Args:
+        dataset: an in-memory or Arrow-backed ``datasets.Dataset``.
+        task: "sst", "para", "sts" or "cfimdb".
+        column_mapping: ``{source_column: task_column}``; task columns not mapped are
+            looked up under their own name. ``None``: identity.
+        normalize: apply the course's normalisation to the sentences (default off:
+            text kept as is, only stripped).
+        strict: raise ``ValueError`` on the first bad row instead of skipping it.
+
+    Returns a new ``Dataset`` with exactly the columns and features of
+    ``trainer.cs224n_builder.task_features(task)``: ``id`` (string; the row index
+    when there is no id column), the sentence column(s), ``label`` (ClassLabel/int64
+    or float32; ``None`` for an unlabeled split). Missing columns raise ``ValueError``
+    naming them and the dataset's columns.
+    """
+    spec = get_task(task)
+    features = task_features(task)
+    mapping = dict(column_mapping or {})
+    unknown = sorted(set(mapping.values()) - set(features))
+    if unknown:
+        raise ValueError(f"column_mapping targets {unknown} are not task columns; {task} has {list(features)}")
+    source_of = {target: target for target in features}
+    source_of.update({target: source for source, target in mapping.items()})
+    required = [*spec.text_columns, "label"]
+    missing = [source_of[t] for t in required if source_of[t] not in dataset.column_names]
+    if "id" in mapping.values() and source_of["id"] not in dataset.column_names:
+        missing.append(source_of["id"])
+    if missing:
+        raise ValueError(
+            f"{task}: missing column(s) {missing} in the dataset; dataset columns: {dataset.column_names}"
+        )
+
+    name = dataset.info.dataset_name or "dataset"
+    if dataset.info.config_name and dataset.info.config_name != "default":
+        name += f"/{dataset.info.config_name}"
+    if dataset.split is not None:
+        name += f"[{dataset.split}]"
+
+    n = len(dataset)
+    ids = list(dataset[source_of["id"]]) if source_of["id"] in dataset.column_names else list(range(n))
+    texts = {col: list(dataset[source_of[col]]) for col in spec.text_columns}
+    raw_labels = list(dataset[source_of["label"]])
+    unlabeled = n > 0 and all(_is_missing_label(v) for v in raw_labels)
+    if unlabeled:
+        logger.info(f"{name}: all {n} labels are -1/None: unlabeled split, label set to None")
+
+    out: dict[str, list] = {col: [] for col in features}
+    bad: list[tuple[int, str]] = []
+    for i in range(n):
+        reasons = []
+        ident = "" if ids[i] is None else str(ids[i]).strip()
+        if not ident:
+            reasons.append("empty id")
+        row_texts = {}
+        for col in spec.text_columns:
+            raw = texts[col][i]
+            if not isinstance(raw, str):
+                reasons.append(f"{col!r} is not a string ({raw!r})")
+                continue
+            text = normalize_sentence(raw) if normalize else raw.strip()
+            if not text:
+                reasons.append(f"empty {col!r}")
+            row_texts[col] = text
+        label = None
+        if not unlabeled:
+            label, problem = parse_label(task, raw_labels[i])
+            if problem:
+                reasons.append(problem)
+        if reasons:
+            reason = "; ".join(reasons)
+            if strict:
+                raise ValueError(f"{name}: row {i}: {reason}")
+            bad.append((i, reason))
+            continue
+        out["id"].append(ident)
+        for col in spec.text_columns:
+            out[col].append(row_texts[col])
+        out["label"].append(label)
+    if bad:
+        logger.warning(format_bad_rows(name, bad, n, unit="row"))
+    return datasets.Dataset.from_dict(out, features=features, split=dataset.split)
+
+
+def load_hub_task(
+    task: str,
+    dataset_id: Optional[str] = None,
+    config: Optional[str] = None,
+    column_mapping: Optional[Mapping[str, str]] = None,
+    *,
+    normalize: bool = False,
+    strict: bool = False,
+    **load_kwargs,
+) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` + :func:`to_task_columns` on every split (needs Hub access).
+
+    Without ``dataset_id``, the task's entry in ``HUB_SOURCES`` gives the dataset,
+    config and mapping. ``load_kwargs`` go to ``load_dataset`` (e.g. ``split=``,
+    ``cache_dir=``; not ``streaming=True``).
+    """
+    get_task(task)
+    if dataset_id is None:
+        if task not in HUB_SOURCES:
+            raise ValueError(f"No known Hub source for {task!r} (known: {sorted(HUB_SOURCES)}); pass dataset_id")
+        source = HUB_SOURCES[task]
+        dataset_id, config = source.dataset_id, config or source.config
+        column_mapping = source.column_mapping if column_mapping is None else column_mapping
+    raw = datasets.load_dataset(dataset_id, config, **load_kwargs)
+    if isinstance(raw, datasets.Dataset):
+        raw = datasets.DatasetDict({str(load_kwargs.get("split") or raw.split or "train"): raw})
+    if not isinstance(raw, datasets.DatasetDict):
+        raise TypeError(f"load_hub_task needs map-style datasets, got {type(raw).__name__}")
+    return datasets.DatasetDict(
+        {split: to_task_columns(ds, task, column_mapping, normalize=normalize, strict=strict)
+         for split, ds in raw.items()}
+    )

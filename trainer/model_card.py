@@ -1,0 +1,67 @@
+"""The model card of a training run: configuration, data and a results table with model-index metadata."""
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "bert_pals_multitask.md"
+
+TASK_DESCRIPTIONS = {
+    "sst": ("text-classification", "SST-5 sentiment"),
+    "para": ("text-classification", "Quora paraphrase"),
+    "sts": ("sentence-similarity", "STS similarity"),
+    "cfimdb": ("text-classification", "CFIMDB sentiment"),
+}
+
+
+def build_model_card(model, args, metrics: dict[str, float], base_model: str | None = None,
+                     preset: str | None = None, data_source: str = "", repo_id: str | None = None) -> ModelCard:
+    """`metrics`: evaluation results with keys like `eval_sst_accuracy`, `eval_overall`."""
+    config = model.config
+    results, eval_results = [], []
+    for task, spec in config.tasks.items():
+        metric = "pearson" if spec["kind"] == "pair_regression" else "accuracy"
+        value = metrics.get(f"eval_{task}_{metric}")
+        if value is None:
+            continue
+        task_type, task_name = TASK_DESCRIPTIONS.get(task, ("text-classification", task))
+        results.append({"task": task_name, "metric": metric, "value": value})
+        eval_results.append(
+            EvalResult(task_type=task_type, task_name=task_name, dataset_type=task, dataset_name=task_name,
+                       dataset_split="validation", metric_type=metric, metric_value=value)
+        )
+    name = Path(args.output_dir).name
+    card_data = ModelCardData(
+        model_name=name,
+        base_model=base_model if base_model and not Path(base_model).exists() else None,
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["bert-pals-multitask", "multi-task", "pals"] + ([config.model_type] if config.model_type else []),
+        eval_results=eval_results or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=name,
+        base_model=base_model or "a BERT checkpoint",
+        repo_id=repo_id or args.hub_model_id or name,
+        tasks=list(config.tasks),
+        preset=preset,
+        use_pals=config.use_pals,
+        pal_size=config.pal_size,
+        pal_num_heads=config.pal_num_heads,
+        sts_head=config.sts_head,
+        pooling=config.pooling,
+        gradient_surgery=args.gradient_surgery,
+        gradvac_beta=args.gradvac_beta,
+        surgery_granularity=args.surgery_granularity,
+        task_schedule=args.task_schedule,
+        batch_size=args.per_device_train_batch_size,
+        learning_rate=args.learning_rate,
+        epochs=args.num_train_epochs,
+        seed=args.seed,
+        data_source=data_source,
+        results=results,
+        overall=metrics.get("eval_overall"),
+    )

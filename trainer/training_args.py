@@ -1,0 +1,55 @@
+"""`TrainingArguments` for multi-task training."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .sampling import SCHEDULES
+
+
+SURGERIES = ("none", "pcgrad", "gradvac")
+GRANULARITIES = ("model", "layer", "tensor")
+
+
+@dataclass
+class MultitaskTrainingArguments(TrainingArguments):
+    """
+    `per_device_train_batch_size` is the batch size of each task: a round-robin step with three tasks reads three
+    batches of that size.
+    """
+
+    task_schedule: str = field(
+        default="round_robin", metadata={"help": f"Which task batches make up a step: one of {SCHEDULES}."}
+    )
+    annealing_alpha_end: float = field(
+        default=0.2, metadata={"help": "`annealed` schedule: the sampling exponent of the last epoch (1.0 first)."}
+    )
+    gradient_surgery: str = field(
+        default="none",
+        metadata={"help": f"How per-task gradients of the shared parameters are combined: one of {SURGERIES}."},
+    )
+    surgery_granularity: str = field(
+        default="model",
+        metadata={"help": f"Parameter groups gradient surgery compares gradients on: one of {GRANULARITIES}."},
+    )
+    gradvac_beta: float = field(
+        default=0.01, metadata={"help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper)."}
+    )
+    surgery_eps: float = field(default=1e-8, metadata={"help": "Added to every denominator of gradient surgery."})
+    freeze_encoder: bool = field(
+        default=False, metadata={"help": "Train only the task-specific parameters (PALs and heads); BERT stays fixed."}
+    )
+    # Multi-task batches are nested per task and carry a `task` column the model's forward needs.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False for multi-task batches."})
+
+    def __post_init__(self):
+        for name, value, allowed in (
+            ("task_schedule", self.task_schedule, SCHEDULES),
+            ("gradient_surgery", self.gradient_surgery, SURGERIES),
+            ("surgery_granularity", self.surgery_granularity, GRANULARITIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
+        if not 0.0 <= self.gradvac_beta <= 1.0:
+            raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
+        super().__post_init__()
