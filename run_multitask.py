@@ -27,7 +27,6 @@ import datasets
 import transformers
 import yaml
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
 from trainer.cs224n_builder import load_cs224n
@@ -179,11 +178,6 @@ def main(argv: list[str] | None = None):
     transformers.utils.logging.set_verbosity(log_level)
     logger.info(f"Training/evaluation parameters {training_args}")
 
-    last_checkpoint = None
-    if training_args.do_train and os.path.isdir(training_args.output_dir) and not training_args.overwrite_output_dir:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
-            logger.info(f"Checkpoint found in {training_args.output_dir}: resuming from {last_checkpoint}.")
     set_seed(training_args.seed)
 
     raw = load_raw_datasets(data_args, model_args.cache_dir)
@@ -204,7 +198,8 @@ def main(argv: list[str] | None = None):
         return prepared
 
     train_datasets = prepare("train", data_args.max_train_samples) if training_args.do_train else None
-    eval_datasets = prepare("validation", data_args.max_eval_samples)
+    evaluating = training_args.do_eval or training_args.eval_strategy != "no"
+    eval_datasets = prepare("validation", data_args.max_eval_samples) if evaluating else None
     trainer = MultitaskTrainer(
         model=model,
         args=training_args,
@@ -214,7 +209,10 @@ def main(argv: list[str] | None = None):
     )
 
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+        # `--resume_from_checkpoint true` picks the last checkpoint in the output dir, or name one.
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint is not None and checkpoint.lower() in ("true", "last"):
+            checkpoint = True
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics = train_result.metrics

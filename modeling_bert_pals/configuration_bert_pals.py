@@ -68,6 +68,8 @@ class BertPalsConfig(BertConfig):
     pal_decoder_init: str = "zeros"
 
     def __post_init__(self, **kwargs):
+        if self.classifier_dropout is None:  # a BERT checkpoint's config.json may carry null
+            self.classifier_dropout = 0.3
         if self.tasks is None:
             self.tasks = {name: dict(spec) for name, spec in DEFAULT_TASKS.items()}
         if not self.tasks:

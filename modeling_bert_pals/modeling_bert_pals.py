@@ -252,7 +252,8 @@ class CosineSimilarityHead(nn.Module):
         self.max_score = max_score
 
     def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
-        return F.relu(F.cosine_similarity(embeddings, embeddings_b, dim=-1)) * self.max_score
+        # clamp(min=0) is the ReLU; the upper bound only removes rounding (a cosine of 1.0000001).
+        return F.cosine_similarity(embeddings, embeddings_b, dim=-1).clamp(0.0, 1.0) * self.max_score
 
 
 def build_task_head(config: BertPalsConfig, spec: dict) -> nn.Module:

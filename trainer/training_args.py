@@ -1,14 +1,13 @@
 """`TrainingArguments` for multi-task training."""
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from .sampling import SCHEDULES
-
-
-SURGERIES = ("none", "pcgrad", "gradvac")
-GRANULARITIES = ("model", "layer", "tensor")
+from .surgery import GRANULARITIES, SURGERIES
 
 
 @dataclass
@@ -52,4 +51,8 @@ class MultitaskTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
         if not 0.0 <= self.gradvac_beta <= 1.0:
             raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+            # Accelerate forms a CPU (gloo) process group only with use_cpu; without it each launched process would
+            # silently train alone.
+            self.use_cpu = True
         super().__post_init__()

@@ -1,0 +1,135 @@
+"""run_multitask.py end to end on the real data, with a tiny BERT checkpoint: presets, predictions, and a real
+2-process run (torchrun, gloo) that computes what one process computes on the union of the batches."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+import run_multitask
+from trainer.cs224n_builder import load_cs224n
+from trainer.predictions import read_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, minilm_path) -> str:
+    """A tiny random BERT without dropout, with the real (MiniLM) tokenizer."""
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return str(path)
+
+
+def tiny_args(checkpoint, data_dir, output_dir, *extra):
+    return [
+        "--model_name_or_path", checkpoint, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
+        "--pal_size", "12", "--pal_num_heads", "3", "--pal_decoder_init", "normal", "--classifier_dropout", "0",
+        "--report_to", "none", "--disable_tqdm", "True", "--seed", "0", "--dataloader_pin_memory", "False",
+        *extra,
+    ]
+
+
+def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):
+    model_args, _, training_args = run_multitask.parse_args(
+        tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "combined", "--gradvac_beta", "0.5")
+    )
+    assert (model_args.use_pals, model_args.sts_head) == (True, "cosine")
+    assert (training_args.gradient_surgery, training_args.gradvac_beta) == ("gradvac", 0.5)
+    _, _, training_args = run_multitask.parse_args(
+        tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "baseline", "--learning_rate", "0.01")
+    )
+    assert training_args.freeze_encoder and training_args.task_schedule == "sequential"
+    assert training_args.learning_rate == 0.01  # the explicit flag beats the preset's 1e-3
+    config = tmp_path / "config.yaml"
+    config.write_text(f"preset: pals\nmodel_name_or_path: {tiny_checkpoint}\noutput_dir: {tmp_path}\npal_size: 12\n")
+    model_args, _, training_args = run_multitask.parse_args([str(config)])
+    assert model_args.use_pals and model_args.pal_size == 12 and training_args.task_schedule == "round_robin"
+    with pytest.raises(ValueError, match="--preset 'best' is not one of"):
+        run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "best"))
+    with pytest.raises(ValueError, match="--gradient_surgery 'mgda' is not one of"):
+        run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--gradient_surgery", "mgda"))
+    with pytest.raises(ValueError, match="unknown task 'qnli'"):
+        run_multitask.main(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--tasks", "sst", "qnli"))
+
+
+def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_path):
+    run_multitask.main(tiny_args(
+        tiny_checkpoint, data_dir, tmp_path, "--preset", "combined", "--do_train", "--do_eval", "--do_predict",
+        "--max_train_samples", "32", "--max_steps", "2", "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "256", "--save_strategy", "no",
+    ))
+    results = json.loads((tmp_path / "all_results.json").read_text())
+    for key in ("eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall", "train_loss"):
+        assert key in results
+    overall = (results["eval_sst_accuracy"] + results["eval_para_accuracy"] + results["eval_sts_pearson"]) / 3
+    assert results["eval_overall"] == pytest.approx(overall)
+
+    # Every id of every dev and test-student file exactly once, in the course's format.
+    expected = {("sst", "dev"), ("sst", "test"), ("para", "dev"), ("sts", "dev"), ("sts", "test")}
+    written = {tuple(p.name.split("-")[:2]) for p in (tmp_path / "predictions").iterdir()}
+    assert written == expected  # there is no quora test-student file in the data
+    for task, split in expected:
+        path = tmp_path / "predictions" / f"{task}-{split}-output.csv"
+        lines = path.read_text().splitlines()
+        predictions = read_predictions(path)
+        dataset = load_cs224n(task, data_dir)["validation" if split == "dev" else "test"]
+        assert len(lines) - 1 == len(predictions) == len(dataset)
+        assert sorted(predictions) == sorted(dataset["id"])
+        if task == "sts":
+            assert all(0.0 <= float(v) <= 5.0 for v in predictions.values())
+        else:
+            assert set(predictions.values()) <= {str(i) for i in range(5 if task == "sst" else 2)}
+
+    card = (tmp_path / "README.md").read_text()
+    assert "model-index" in card and "preset `combined`" in card and "Predicted" not in card
+    assert f"{results['eval_overall']:.4f}" in card
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "bert_pals" and saved["sts_head"] == "cosine" and saved["use_pals"]
+    assert (tmp_path / "modeling_bert_pals.py").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path):
+    """gradvac, gradient accumulation 2, 3 optimizer steps: torchrun with 2 processes (gloo) and batch 2 per task
+    and process, against one process with batch 4."""
+    common = ["--preset", "combined", "--do_train", "--max_train_samples", "48", "--max_steps", "3",
+              "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
+              "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5",
+              "--log_level", "info"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, "run_multitask.py",
+                    *tiny_args(tiny_checkpoint, data_dir, one, *common, "--per_device_train_batch_size", "4")],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    two = tmp_path / "two"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "run_multitask.py",
+         *tiny_args(tiny_checkpoint, data_dir, two, *common, "--per_device_train_batch_size", "2")],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    # Two real processes: 2 per device x 2 processes x 2 accumulation steps.
+    assert "Instantaneous batch size per device = 2" in log
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in log
+    assert json.loads((two / "trainer_state.json").read_text())["global_step"] == 3
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    initial = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
+    update = max((a[k] - initial[k]).abs().max().item() for k in a if k in initial)
+    difference = max((a[k] - b[k]).abs().max().item() for k in a)
+    # The processes sum their gradients in another order than one process does (float32 rounding, ~1e-7), and
+    # PCGrad/GradVac coefficients divide by small inner products, which magnifies that into ~1e-6; a real divergence
+    # (surgery on local gradients, a different task order or batch) is of the size of the update itself.
+    print(f"largest update of a shared weight {update:.2e}, largest difference between the runs {difference:.2e}")
+    assert update > 1e-3
+    assert difference < 1e-5 and difference < 1e-2 * update

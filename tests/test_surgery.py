@@ -1,0 +1,335 @@
+"""Tests of trainer/surgery.py: properties of PCGrad / GradVac, state handling, and agreement with torchjd."""
+
+import io
+
+import pytest
+import torch
+
+from trainer.surgery import GradVac, PCGrad, Sum, build_surgery, parameter_groups
+
+
+SEEDS = (0, 1, 2)
+GROUPS = [7, 20, 13]  # P = 40, three groups
+
+
+def random_grads(num_tasks, seed, size=sum(GROUPS), conflict=0.5, dtype=torch.float64):
+    """Random per-task gradients; each row leans against the previous one so that conflicts are common."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+    grads = torch.randn(num_tasks, size, generator=generator, dtype=dtype)
+    for i in range(1, num_tasks):
+        grads[i] -= conflict * grads[i - 1]
+    return grads
+
+
+def group_slices(sizes):
+    start = 0
+    for size in sizes:
+        yield slice(start, start + size)
+        start += size
+
+
+def cosine(a, b):
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def orders_for(seed, num_tasks):
+    """The orders a surgery with a generator seeded `seed` uses on its first step."""
+    return PCGrad(num_tasks, generator=torch.Generator().manual_seed(seed))._draw_orders()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Properties of the procedure
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gradvac_reaches_target_cosine(seed):
+    """After GradVac corrects g_i against g_j, cos(g_i', g_j) equals the target it had before the step."""
+    surgery = GradVac(2, GROUPS, generator=torch.Generator().manual_seed(seed), task_names=["a", "b"])
+    targets = torch.tensor([0.3, -0.2, 0.6], dtype=torch.float64)
+    state = surgery.state_dict()
+    state["phi_hat"][0, 1] = targets
+    state["phi_hat"][1, 0] = targets
+    surgery.load_state_dict(state)
+
+    grads = random_grads(2, seed, conflict=1.0)  # cos(g_0, g_1) ~ -0.7 < every target
+    adjusted = surgery.adjusted(grads)
+    for k, group in enumerate(group_slices(GROUPS)):
+        assert cosine(grads[0, group], grads[1, group]) < targets[k]
+        assert cosine(adjusted[0, group], grads[1, group]) == pytest.approx(float(targets[k]), abs=1e-5)
+        assert cosine(adjusted[1, group], grads[0, group]) == pytest.approx(float(targets[k]), abs=1e-5)
+
+    stats = surgery.pop_stats()
+    assert stats["surgery/a-b/adjustments"] == 3.0 and stats["surgery/b-a/adjustments"] == 3.0
+    expected = sum(cosine(grads[0, group], grads[1, group]) for group in group_slices(GROUPS)) / 3
+    assert stats["surgery/a-b/cosine"] == pytest.approx(expected, abs=1e-9)
+    assert surgery.pop_stats() == {}  # the window was reset
+    assert surgery.state_dict()["total_adjustments"].tolist() == [[0, 3], [3, 0]]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_pcgrad_removes_conflict(seed, num_tasks):
+    """After PCGrad, g_i' has no negative inner product with the last g_j it was projected against."""
+    surgery = PCGrad(num_tasks, GROUPS, generator=torch.Generator().manual_seed(seed))
+    orders = orders_for(seed, num_tasks)
+    grads = random_grads(num_tasks, seed, conflict=1.0)
+    adjusted = surgery.adjusted(grads)
+    for group in group_slices(GROUPS):
+        for i in range(num_tasks):
+            last = orders[i][-1]
+            scale = adjusted[i, group].norm() * grads[last, group].norm()
+            # eps in the denominator leaves a residual of about eps / ||g_j||^2 times the original inner product.
+            assert adjusted[i, group] @ grads[last, group] >= -1e-7 * scale
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_gradvac_with_zero_targets_equals_pcgrad(seed, num_tasks):
+    grads = random_grads(num_tasks, seed)
+    gradvac = GradVac(num_tasks, GROUPS, generator=torch.Generator().manual_seed(seed))
+    pcgrad = PCGrad(num_tasks, GROUPS, generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(gradvac(grads), pcgrad(grads), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_targets_move_for_every_pair(seed):
+    # Task 1 agrees with task 0 (never adjusted at step 0); task 2 conflicts with both.
+    grads = random_grads(3, seed)
+    grads[1] = grads[0] + 0.5 * random_grads(1, seed + 10)[0]
+    grads[2] = -0.7 * grads[0] + random_grads(1, seed + 20)[0]
+    surgery = GradVac(3, GROUPS, beta=0.5, generator=torch.Generator().manual_seed(seed))
+    surgery(grads)
+    off_diagonal = ~torch.eye(3, dtype=torch.bool)
+    assert (surgery.phi_hat[off_diagonal] != 0).all()
+    # Targets of the agreeing pair rise above 0 although it was not adjusted.
+    assert (surgery.phi_hat[0, 1] > 0).all() and (surgery.phi_hat[1, 0] > 0).all()
+
+    two = GradVac(2, GROUPS, beta=0.5)
+    two(grads[:2])
+    assert two.state_dict()["total_adjustments"].sum() == 0
+    for k, group in enumerate(group_slices(GROUPS)):
+        expected = 0.5 * cosine(grads[0, group], grads[1, group])
+        assert float(two.phi_hat[0, 1, k]) == pytest.approx(expected, abs=1e-8)  # eps in the cosine
+
+
+@pytest.mark.parametrize("cls", [PCGrad, GradVac])
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_zero_gradients_give_no_nan(cls, num_tasks):
+    surgery = cls(num_tasks, GROUPS)
+    zero_row = random_grads(num_tasks, 0)
+    zero_row[1] = 0
+    zero_group = random_grads(num_tasks, 1)
+    zero_group[0, 7:27] = 0  # task 0 has no gradient in the second group
+    for grads in (zero_row, zero_group, torch.zeros(num_tasks, sum(GROUPS), dtype=torch.float64), zero_row):
+        out = surgery(grads)
+        assert torch.isfinite(out).all()
+        assert torch.isfinite(surgery.adjusted(grads)).all()
+    assert torch.equal(surgery(torch.zeros(num_tasks, sum(GROUPS))), torch.zeros(sum(GROUPS)))
+    if cls is GradVac:
+        assert torch.isfinite(surgery.phi_hat).all()
+    assert all(torch.isfinite(torch.tensor(value)) for value in surgery.pop_stats().values())
+
+
+@pytest.mark.parametrize("cls", [PCGrad, GradVac])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_agreeing_tasks_are_untouched(cls, seed):
+    base = random_grads(1, seed, dtype=torch.float32)[0]
+    grads = torch.stack([base, 2 * base + 0.01 * random_grads(1, seed + 1, dtype=torch.float32)[0]])
+    surgery = cls(2, GROUPS, generator=torch.Generator().manual_seed(seed))
+    for _ in range(4):  # GradVac targets rise towards the cosine but never above it
+        assert torch.equal(surgery(grads), grads.sum(0))
+    assert surgery.state_dict()["total_adjustments"].sum() == 0
+
+
+@pytest.mark.parametrize("cls", [PCGrad, GradVac])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_step_is_plain_sum_and_leaves_no_trace(cls, bad):
+    surgery = cls(3, GROUPS)
+    surgery(random_grads(3, 0))
+    surgery.pop_stats()
+    before = surgery.state_dict()
+
+    grads = random_grads(3, 1, dtype=torch.float16)
+    grads[2, 30] = bad
+    out = surgery(grads)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, grads.sum(0), equal_nan=True, rtol=0, atol=0)
+    after = surgery.state_dict()
+    assert torch.equal(after["generator"], before["generator"])
+    assert torch.equal(after["total_adjustments"], before["total_adjustments"])
+    if cls is GradVac:
+        assert torch.equal(after["phi_hat"], before["phi_hat"])
+    assert surgery.pop_stats() == {}
+
+
+@pytest.mark.parametrize("cls", [PCGrad, GradVac])
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_groups_are_independent(cls, num_tasks):
+    """Each group's result equals the procedure run on that slice alone (the order is drawn once for all groups)."""
+    seed = 4
+    whole = cls(num_tasks, GROUPS, generator=torch.Generator().manual_seed(seed))
+    parts = [cls(num_tasks, generator=torch.Generator().manual_seed(seed)) for _ in GROUPS]
+    for step in range(3):
+        grads = random_grads(num_tasks, step)
+        out = whole(grads)
+        for part, group in zip(parts, group_slices(GROUPS)):
+            torch.testing.assert_close(out[group], part(grads[:, group]), rtol=1e-10, atol=1e-12)
+    if cls is GradVac:
+        torch.testing.assert_close(whole.phi_hat, torch.cat([part.phi_hat for part in parts], dim=2))
+
+
+@pytest.mark.parametrize("cls", [PCGrad, GradVac])
+def test_state_dict_round_trip(cls):
+    steps = [random_grads(3, seed) for seed in range(4)]
+    reference = cls(3, GROUPS, generator=torch.Generator().manual_seed(7))
+    for grads in steps[:2]:
+        reference(grads)
+
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    buffer.seek(0)
+    restored = cls(3, GROUPS, generator=torch.Generator().manual_seed(123))
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    for grads in steps[2:]:
+        assert torch.equal(restored(grads), reference(grads))
+    assert torch.equal(restored.state_dict()["total_adjustments"], reference.state_dict()["total_adjustments"])
+
+    with pytest.raises(ValueError, match="groups"):
+        cls(3, [40]).load_state_dict(reference.state_dict())
+
+
+def test_half_precision_gradients():
+    grads = random_grads(3, 0, dtype=torch.float32)
+    half = grads.to(torch.float16)
+    out = GradVac(3, GROUPS)(half)
+    assert out.dtype == torch.float16
+    expected = GradVac(3, GROUPS)(half.to(torch.float32))
+    torch.testing.assert_close(out.to(torch.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_sum_and_factory():
+    grads = random_grads(3, 0)
+    surgery = build_surgery("none", 3, GROUPS)
+    assert isinstance(surgery, Sum)
+    assert torch.equal(surgery(grads), grads.sum(0))
+    assert surgery.pop_stats() == {}
+    assert isinstance(build_surgery("pcgrad", 3), PCGrad)
+    gradvac = build_surgery("gradvac", 3, beta=0.1, task_names=["sst", "para", "sts"])
+    assert isinstance(gradvac, GradVac) and gradvac.beta == 0.1
+    gradvac(grads)
+    assert "surgery/sst-para/cosine" in gradvac.pop_stats()
+    with pytest.raises(ValueError, match="'none', 'pcgrad', 'gradvac'"):
+        build_surgery("mgda", 3)
+
+
+def test_input_validation():
+    surgery = PCGrad(3, GROUPS)
+    with pytest.raises(ValueError, match="num_tasks=3"):
+        surgery(torch.zeros(2, 40))
+    with pytest.raises(ValueError, match="P=41"):
+        surgery(torch.zeros(3, 41))
+    with pytest.raises(ValueError, match="task names"):
+        PCGrad(3, task_names=["a", "b"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# parameter_groups
+
+
+def test_parameter_groups_on_tiny_bert():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=99
+    )
+    named = list(transformers.BertModel(config).named_parameters())
+    total = sum(tensor.numel() for _, tensor in named)
+
+    assert parameter_groups(named, "model") == [total]
+    assert parameter_groups(named, "tensor") == [tensor.numel() for _, tensor in named]
+
+    layers = parameter_groups(named, "layer")
+    assert sum(layers) == total and len(layers) == 4
+
+    def size(prefix):
+        return sum(tensor.numel() for name, tensor in named if name.startswith(prefix))
+
+    assert layers == [size("embeddings."), size("encoder.layer.0."), size("encoder.layer.1."), size("pooler.")]
+
+    with pytest.raises(ValueError, match="'blocks'.*'model', 'layer', 'tensor'"):
+        parameter_groups(named, "blocks")
+
+
+def test_parameter_groups_keys():
+    def t(n):
+        return torch.zeros(n)
+
+    named = [
+        ("bert.embeddings.word_embeddings.weight", t(1)),
+        ("bert.embeddings.LayerNorm.bias", t(2)),
+        ("bert.encoder.layer.0.attention.self.query.weight", t(4)),
+        ("bert.encoder.layer.0.pals.layer.1.weight", t(8)),  # nested `layer.<N>` stays in its outer layer
+        ("bert.encoder.layer.10.output.dense.bias", t(16)),
+        ("bert.pooler.dense.weight", t(32)),
+    ]
+    assert parameter_groups(named, "layer") == [3, 12, 16, 32]
+    assert parameter_groups([], "layer") == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Agreement with torchjd (an independent implementation working on the whole-model Gramian).
+#
+# torchjd's GradVac draws `torch.randperm(K - 1)` per task i from the global RNG, like ours from its generator: seeding
+# both with the same seed aligns the orders for any K. torchjd's PCGrad instead draws `torch.randperm(K)` over all tasks
+# and skips i, so its orders differ from ours for K >= 3: there we replay the global RNG to read the orders it will use
+# and give them to our procedure. torchjd's PCGrad has no eps (ours adds 1e-8 to ||g_j||^2: a relative difference of
+# ~1e-11 here).
+
+aggregation = pytest.importorskip("torchjd.aggregation")
+TORCHJD_STEPS = 5
+
+
+def step_grads(num_tasks, step):
+    # Alternately conflicting and agreeing, so that targets rise and fall and some pairs are left alone.
+    return random_grads(num_tasks, 100 + step, size=200, conflict=0.3 if step % 2 == 0 else -0.3)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+@pytest.mark.parametrize("beta", [0.5, 0.1])
+def test_gradvac_matches_torchjd(num_tasks, beta):
+    seed = 11
+    ours = GradVac(num_tasks, beta=beta, generator=torch.Generator().manual_seed(seed))
+    theirs = aggregation.GradVac(beta=beta)
+    steps = [step_grads(num_tasks, step) for step in range(TORCHJD_STEPS)]
+    adjustments = 0
+    torch.manual_seed(seed)
+    for grads in steps:
+        torch.testing.assert_close(ours(grads), theirs(grads), rtol=1e-6, atol=1e-9)
+        adjustments += sum(value for key, value in ours.pop_stats().items() if key.endswith("adjustments"))
+    torch.testing.assert_close(ours.phi_hat[..., 0], theirs.gramian_weighting._phi_t, rtol=1e-6, atol=1e-9)
+    assert 0 < adjustments < TORCHJD_STEPS * num_tasks * (num_tasks - 1)  # some pairs adjusted, some not
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_pcgrad_matches_torchjd(num_tasks):
+    ours = PCGrad(num_tasks)
+    theirs = aggregation.PCGrad()
+    torch.manual_seed(5)
+    for step in range(TORCHJD_STEPS):
+        grads = step_grads(num_tasks, step)
+        if num_tasks > 2:
+            rng = torch.get_rng_state()
+            permutations = [torch.randperm(num_tasks).tolist() for _ in range(num_tasks)]
+            torch.set_rng_state(rng)
+            orders = [[j for j in permutation if j != i] for i, permutation in enumerate(permutations)]
+            ours._draw_orders = lambda orders=orders: orders
+        torch.testing.assert_close(ours(grads), theirs(grads), rtol=1e-6, atol=1e-9)
+
+
+def test_chunked_gramian_of_large_groups():
+    """Groups of several chunks use a batched product; it must equal the plain Gramian."""
+    sizes = [128 * 4096 + 17, 5, 130 * 4096]
+    grads = random_grads(3, 0, size=sum(sizes), dtype=torch.float32)
+    gramian = PCGrad(3, sizes)._gramian(grads)
+    for k, group in enumerate(group_slices(sizes)):
+        block = grads[:, group].double()
+        torch.testing.assert_close(gramian[k], block @ block.T, rtol=1e-5, atol=1e-3)

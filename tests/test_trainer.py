@@ -1,0 +1,224 @@
+"""MultitaskTrainer on a tiny random BERT: per-task backward passes give the summed loss's gradients, accumulation
+windows equal larger batches, and a killed run resumes to the same weights."""
+
+import datasets
+import pytest
+import torch
+from transformers import AutoTokenizer, TrainerCallback
+
+from conftest import tiny_config
+from modeling_bert_pals import BertPalsForMultitask
+from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
+from trainer.training_args import MultitaskTrainingArguments
+
+TASK_KINDS = {"sst": "classification", "para": "pair_classification", "sts": "pair_regression"}
+SIZES = {"sst": 24, "para": 40, "sts": 16}
+
+
+def random_ids(generator, vocab=99):
+    length = int(torch.randint(3, 10, (1,), generator=generator))
+    return torch.randint(1, vocab, (length,), generator=generator).tolist()
+
+
+def tiny_datasets(seed=0) -> dict[str, datasets.Dataset]:
+    """Tokenised task datasets of random token ids, in the columns `tokenize_task` produces."""
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for task, size in SIZES.items():
+        columns = {"id": [f"{task}-{i}" for i in range(size)], "task": [task] * size}
+        columns["input_ids"] = [random_ids(generator) for _ in range(size)]
+        if TASK_KINDS[task] != "classification":
+            columns["input_ids_b"] = [random_ids(generator) for _ in range(size)]
+        if task == "sts":
+            columns["labels"] = (torch.rand(size, generator=generator) * 5).tolist()
+        else:
+            columns["labels"] = torch.randint(0, 5 if task == "sst" else 2, (size,), generator=generator).tolist()
+        result[task] = datasets.Dataset.from_dict(columns)
+    return result
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path):
+    return AutoTokenizer.from_pretrained(minilm_path)  # only pads: the ids are random
+
+
+def tiny_model(dropout=0.0, seed=0):
+    torch.manual_seed(seed)
+    config = tiny_config(
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        classifier_dropout=dropout,
+        pal_decoder_init="normal",
+        sts_head="linear",
+    )
+    return BertPalsForMultitask(config)
+
+
+def make_trainer(tmp_path, tokenizer, model=None, callbacks=None, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=0.1,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+    )
+    defaults.update(kwargs)
+    args = MultitaskTrainingArguments(**defaults)
+    return MultitaskTrainer(
+        model=model if model is not None else tiny_model(),
+        args=args,
+        train_dataset=tiny_datasets(),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def parameters(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def assert_same_parameters(a, b, atol=1e-6):
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=atol, msg=f"{name} differs")
+
+
+class CaptureGradients(TrainerCallback):
+    """The gradients the optimizer is about to apply, at every step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.steps.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_per_task_backward_equals_summed_loss_gradient(tmp_path, tokenizer, mixed_precision):
+    capture = CaptureGradients()
+    trainer = make_trainer(tmp_path, tokenizer, callbacks=[capture], max_steps=1, bf16=mixed_precision == "bf16")
+    step = next(iter(trainer.get_train_dataloader()))
+    reference = tiny_model()
+    trainer.train()
+
+    # One backward of the summed loss. Each task's forward gets its own autocast region: within one region the bf16
+    # copy of a weight is cached and shared, and the tasks' gradients would then be summed in bf16 before reaching
+    # the fp32 weight (the trainer sums them in fp32, which is the more exact of the two).
+    losses = []
+    for batch in step.values():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+            losses.append(reference(**batch).loss)
+    sum(losses).backward()
+    expected = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+    got = capture.steps[0]
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("surgery", ["none", "pcgrad", "gradvac"])
+def test_gradient_accumulation_equals_one_double_batch(tmp_path, tokenizer, surgery):
+    single = make_trainer(tmp_path / "single", tokenizer, per_device_train_batch_size=4, gradient_surgery=surgery)
+    single.train()
+    accumulated = make_trainer(
+        tmp_path / "accumulated", tokenizer, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+        gradient_surgery=surgery,
+    )
+    accumulated.train()
+    assert_same_parameters(parameters(single.model), parameters(accumulated.model))
+    assert single.state.global_step == accumulated.state.global_step == 3
+    if surgery == "gradvac":
+        torch.testing.assert_close(single.surgery.state_dict()["phi_hat"], accumulated.surgery.state_dict()["phi_hat"])
+
+
+def test_task_parameters_get_only_their_own_gradient(tmp_path, tokenizer):
+    """With one task per step, the other tasks' parameters get no gradient at all (so AdamW leaves them alone)."""
+    capture = CaptureGradients()
+    trainer = make_trainer(tmp_path, tokenizer, callbacks=[capture], task_schedule="sequential", max_steps=8)
+    trainer.train()
+    model = trainer.model
+    for grads in capture.steps:
+        tasks = {model.parameter_task(name) for name in grads} - {None}
+        assert len(tasks) == 1
+        assert all(model.parameter_task(n) in tasks for n in grads if model.parameter_task(n) is not None)
+
+
+def test_frozen_encoder_trains_only_task_parameters(tmp_path, tokenizer):
+    trainer = make_trainer(tmp_path, tokenizer, freeze_encoder=True)
+    before = parameters(trainer.model)
+    trainer.train()
+    after = parameters(trainer.model)
+    for name in before:
+        changed = not torch.equal(before[name], after[name])
+        assert changed == (trainer.model.parameter_task(name) is not None), name
+
+
+def test_per_task_losses_are_logged(tmp_path, tokenizer):
+    trainer = make_trainer(tmp_path, tokenizer, logging_steps=1, gradient_surgery="gradvac")
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 3
+    for entry in logs:
+        assert {"loss_sst", "loss_para", "loss_sts"} <= entry.keys()
+        assert entry["loss"] == pytest.approx(entry["loss_sst"] + entry["loss_para"] + entry["loss_sts"], rel=1e-3)
+        assert "surgery/sst-para/cosine" in entry and "surgery/sts-para/adjustments" in entry
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path, tokenizer):
+    model = tiny_model()
+    with torch.no_grad():
+        model.heads["sts"].classifier.weight.fill_(float("nan"))
+    trainer = make_trainer(tmp_path, tokenizer, model=model)
+    before = parameters(model)
+    with pytest.raises(FloatingPointError, match="Non-finite training loss at step 0.*weights were not updated"):
+        trainer.train()
+    after = parameters(model)
+    assert all(torch.equal(before[n], after[n]) or torch.isnan(before[n]).any() for n in before)
+
+
+class KillAtStep(TrainerCallback):
+    """Simulates a killed process: training stops dead after `step`, without saving anything."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("surgery", ["none", "gradvac"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
+    """Mid-epoch (an epoch here is 10 steps), with dropout, AdamW, a decaying learning rate and GradVac targets."""
+    common = dict(
+        max_steps=7, save_strategy="steps", save_steps=3, learning_rate=1e-3, optim="adamw_torch",
+        lr_scheduler_type="linear", max_grad_norm=1.0, gradient_surgery=surgery, gradvac_beta=0.5,
+    )
+    full = make_trainer(tmp_path / "full", tokenizer, model=tiny_model(dropout=0.1), **common)
+    assert len(full.get_train_dataloader()) == 10
+    full.train()
+
+    killed = make_trainer(tmp_path / "killed", tokenizer, model=tiny_model(dropout=0.1),
+                          callbacks=[KillAtStep(5)], **common)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    checkpoint = tmp_path / "killed" / "checkpoint-3"
+    assert checkpoint.is_dir() and not (tmp_path / "killed" / "checkpoint-6").exists()
+    assert (checkpoint / SURGERY_STATE_NAME).is_file() == (surgery != "none")
+
+    resumed = make_trainer(tmp_path / "killed", tokenizer, model=tiny_model(dropout=0.1, seed=1), **common)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 7
+    assert_same_parameters(parameters(full.model), parameters(resumed.model), atol=1e-6)
+    if surgery == "gradvac":
+        full_state, resumed_state = full.surgery.state_dict(), resumed.surgery.state_dict()
+        torch.testing.assert_close(full_state["phi_hat"], resumed_state["phi_hat"], rtol=0, atol=1e-12)
+        assert (full_state["phi_hat"] != 0).any()
