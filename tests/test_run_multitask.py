@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+import plot_multitask
 import run_multitask
 from trainer.cs224n_builder import load_cs224n
 from trainer.predictions import read_predictions
@@ -67,7 +68,8 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     run_multitask.main(tiny_args(
         tiny_checkpoint, data_dir, tmp_path, "--preset", "combined", "--do_train", "--do_eval", "--do_predict",
         "--max_train_samples", "32", "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "256", "--save_strategy", "no",
+        "--per_device_eval_batch_size", "256", "--save_strategy", "no", "--logging_steps", "1",
+        "--eval_strategy", "steps", "--eval_steps", "1",
     ))
     results = json.loads((tmp_path / "all_results.json").read_text())
     for key in ("eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall", "train_loss"):
@@ -97,6 +99,13 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "bert_pals" and saved["sts_head"] == "cosine" and saved["use_pals"]
     assert (tmp_path / "modeling_bert_pals.py").is_file() and (tmp_path / "model.safetensors").is_file()
+
+    plots = plot_multitask.main([str(tmp_path)])
+    assert [p.name for p in plots] == ["dev_metrics.png", "losses.png", "conflicts.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    adjustments = plot_multitask.per_epoch(history, plot_multitask.ADJUSTMENTS, reduce="sum")
+    assert set(adjustments) == {f"{a}-{b}" for a in ("sst", "para", "sts") for b in ("sst", "para", "sts") if a != b}
 
 
 def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path):

@@ -123,10 +123,15 @@ class MultitaskTrainer(Trainer):
     def _allocate_gradient_buffers(self):
         device = self._shared_parameters[0].device if self._shared_parameters else self.args.device
         size = sum(p.numel() for p in self._shared_parameters)
-        self._task_grads = torch.zeros(len(self.tasks), size, device=device, dtype=torch.float32)
-        self._combined_grad = torch.zeros(size, device=device, dtype=torch.float32)
+        # Surgery needs each task's gradient in its own row; a plain sum accumulates every task into one.
+        rows = 1 if isinstance(self.surgery, Sum) else len(self.tasks)
+        self._task_grads = torch.zeros(rows, size, device=device, dtype=torch.float32)
         self._task_grad_views = [self._views(row) for row in self._task_grads]
-        self._combined_grad_views = self._views(self._combined_grad)
+        if rows == 1:
+            self._combined_grad, self._combined_grad_views = self._task_grads[0], self._task_grad_views[0]
+        else:
+            self._combined_grad = torch.zeros(size, device=device, dtype=torch.float32)
+            self._combined_grad_views = self._views(self._combined_grad)
         self._task_loss_sum = torch.zeros(len(self.tasks), device=self.args.device)
         self._task_loss_count = torch.zeros(len(self.tasks), device=self.args.device)
 
@@ -157,7 +162,8 @@ class MultitaskTrainer(Trainer):
                 index = self.tasks.index(task)
                 # Autograd accumulates into an existing `.grad` in place: point the shared parameters at this
                 # task's row, so that its backward writes its gradient there and nowhere else.
-                for parameter, view in zip(self._shared_parameters, self._task_grad_views[index]):
+                views = self._task_grad_views[index if len(self._task_grad_views) > 1 else 0]
+                for parameter, view in zip(self._shared_parameters, views):
                     parameter.grad = view
                 with self.compute_loss_context_manager():
                     loss = model(**batch).loss
@@ -200,7 +206,8 @@ class MultitaskTrainer(Trainer):
             combined = self.surgery(grads / scale if scale != 1.0 else grads)
             self._combined_grad.copy_(combined * scale if scale != 1.0 else combined)
         else:
-            torch.sum(grads, dim=0, out=self._combined_grad)
+            if grads.shape[0] > 1:
+                torch.sum(grads, dim=0, out=self._combined_grad)
             if world_size > 1:
                 dist.all_reduce(self._combined_grad)
                 self._combined_grad /= world_size

@@ -40,6 +40,8 @@ class MultitaskTrainingArguments(TrainingArguments):
     )
     # Multi-task batches are nested per task and carry a `task` column the model's forward needs.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False for multi-task batches."})
+    # The paper keeps the checkpoint with the best mean of the task metrics (with --load_best_model_at_end).
+    metric_for_best_model: str | None = field(default="overall", metadata={"help": "Default: eval_overall."})
 
     def __post_init__(self):
         for name, value, allowed in (

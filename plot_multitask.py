@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""
+Plots a run from its `trainer_state.json`: per-task dev metrics and training losses per epoch, and, for a run with
+gradient surgery, the adjustments per epoch per task pair (the paper's Figure 5).
+
+    python plot_multitask.py outputs/combined            # writes outputs/combined/plots/*.png
+    python plot_multitask.py outputs/combined/checkpoint-1772/trainer_state.json --output_dir plots
+"""
+
+import argparse
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+ADJUSTMENTS = re.compile(r"^surgery/(?P<pair>.+)/adjustments$")
+
+
+def load_log_history(path: Path) -> list[dict]:
+    state_file = path / "trainer_state.json" if path.is_dir() else path
+    if not state_file.is_file():
+        raise FileNotFoundError(f"No trainer_state.json at {state_file}.")
+    return json.loads(state_file.read_text())["log_history"]
+
+
+def dev_metrics(history: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """`{eval_sst_accuracy: [(epoch, value), ...], ...}`: the task metrics and the overall mean."""
+    series = defaultdict(list)
+    for entry in history:
+        for key, value in entry.items():
+            if key == "eval_overall" or re.fullmatch(r"eval_\w+_(accuracy|pearson)", key):
+                series[key].append((entry["epoch"], value))
+    return dict(series)
+
+
+def per_epoch(history: list[dict], pattern: re.Pattern | str, reduce: str) -> dict[str, dict[int, float]]:
+    """Training-log values matching `pattern`, gathered per epoch (epoch 1 covers (0, 1]) by mean or sum."""
+    pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+    values = defaultdict(lambda: defaultdict(list))
+    for entry in history:
+        if "epoch" not in entry:
+            continue
+        epoch = max(1, math.ceil(entry["epoch"]))
+        for key, value in entry.items():
+            match = pattern.match(key)
+            if match:
+                name = match.groupdict().get("pair", key)
+                values[name][epoch].append(value)
+    combine = (lambda xs: sum(xs) / len(xs)) if reduce == "mean" else sum
+    return {name: {epoch: combine(xs) for epoch, xs in sorted(by_epoch.items())} for name, by_epoch in values.items()}
+
+
+def plot_lines(series: dict, title: str, ylabel: str, path: Path, xlabel: str = "epoch"):
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, points in sorted(series.items()):
+        xs, ys = zip(*(points.items() if isinstance(points, dict) else points))
+        axes.plot(xs, ys, marker="o", label=name)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("run", type=Path, help="a run's output dir, a checkpoint dir or a trainer_state.json")
+    parser.add_argument("--output_dir", type=Path, default=None, help="default: <run>/plots")
+    args = parser.parse_args(argv)
+    history = load_log_history(args.run)
+    output_dir = args.output_dir or (args.run if args.run.is_dir() else args.run.parent) / "plots"
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    written = []
+    metrics = dev_metrics(history)
+    if metrics:
+        plot_lines(metrics, "Dev metrics", "accuracy / Pearson", output_dir / "dev_metrics.png")
+        written.append("dev_metrics.png")
+    losses = per_epoch(history, r"^loss_\w+$", reduce="mean")
+    if losses:
+        plot_lines(losses, "Training loss per task (mean of the logged values)", "loss", output_dir / "losses.png")
+        written.append("losses.png")
+    adjustments = per_epoch(history, ADJUSTMENTS, reduce="sum")
+    if adjustments:
+        plot_lines(adjustments, "Gradient surgery: adjustments of g_i against g_j", "adjustments per epoch",
+                   output_dir / "conflicts.png")
+        written.append("conflicts.png")
+    if not written:
+        raise ValueError(f"{args.run}: the log history has no dev metrics, task losses or surgery statistics.")
+    print(f"Wrote {', '.join(written)} to {output_dir}")
+    return [output_dir / name for name in written]
+
+
+if __name__ == "__main__":
+    main()
