@@ -94,7 +94,7 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
             assert set(predictions.values()) <= {str(i) for i in range(5 if task == "sst" else 2)}
 
     card = (tmp_path / "README.md").read_text()
-    assert "model-index" in card and "preset `combined`" in card and "Predicted" not in card
+    assert "model-index" in card and "preset `combined`" in card and "eval_overall" not in card
     assert f"{results['eval_overall']:.4f}" in card
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "bert_pals" and saved["sts_head"] == "cosine" and saved["use_pals"]
@@ -108,10 +108,11 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     assert set(adjustments) == {f"{a}-{b}" for a in ("sst", "para", "sts") for b in ("sst", "para", "sts") if a != b}
 
 
-def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path):
-    """gradvac, gradient accumulation 2, 3 optimizer steps: torchrun with 2 processes (gloo) and batch 2 per task
-    and process, against one process with batch 4."""
-    common = ["--preset", "combined", "--do_train", "--max_train_samples", "48", "--max_steps", "3",
+@pytest.mark.parametrize("preset", ["naive", "combined"])
+def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path, preset):
+    """Summed losses (naive) and PALs + GradVac (combined), gradient accumulation 2, 3 optimizer steps: torchrun with
+    2 processes (gloo) and batch 2 per task and process, against one process with batch 4."""
+    common = ["--preset", preset, "--do_train", "--max_train_samples", "48", "--max_steps", "3",
               "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
               "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5",
               "--log_level", "info"]

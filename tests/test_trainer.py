@@ -222,3 +222,17 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
         full_state, resumed_state = full.surgery.state_dict(), resumed.surgery.state_dict()
         torch.testing.assert_close(full_state["phi_hat"], resumed_state["phi_hat"], rtol=0, atol=1e-12)
         assert (full_state["phi_hat"] != 0).any()
+
+
+@pytest.mark.parametrize("surgery", ["none", "gradvac"])
+def test_fp16_loss_scaling_does_not_change_the_update(tmp_path, tokenizer, surgery):
+    """With a GradScaler (as fp16 on a GPU sets up), surgery sees the unscaled task gradients and the optimizer the
+    unscaled result. Scaling by a power of two is exact in float32, so the weights must match the unscaled run.
+    (On the CPU, Accelerate sets up no scaler for fp16, so the test installs one; the optimizer step unscales.)"""
+    plain = make_trainer(tmp_path / "plain", tokenizer, gradient_surgery=surgery)
+    plain.train()
+    scaled = make_trainer(tmp_path / "scaled", tokenizer, gradient_surgery=surgery)
+    scaled.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    scaled.train()
+    assert scaled.accelerator.scaler.get_scale() == 2.0**12  # no step was skipped
+    assert_same_parameters(parameters(plain.model), parameters(scaled.model), atol=1e-6)

@@ -201,10 +201,12 @@ class MultitaskTrainer(Trainer):
             if world_size > 1:  # surgery acts on the global batch: the same task gradients on every process
                 dist.all_reduce(grads)
                 grads /= world_size
+            # fp16: surgery compares unscaled gradients; the result is scaled back for the scaler's unscale_ and inf
+            # check (an overflow stays inf, and surgery then only sums).
             scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
-            # fp16: surgery compares unscaled gradients; the result is scaled back for the scaler's unscale_ / inf check.
-            combined = self.surgery(grads / scale if scale != 1.0 else grads)
-            self._combined_grad.copy_(combined * scale if scale != 1.0 else combined)
+            if scale != 1.0:
+                grads.div_(scale)
+            torch.mul(self.surgery(grads), scale, out=self._combined_grad)
         else:
             if grads.shape[0] > 1:
                 torch.sum(grads, dim=0, out=self._combined_grad)
