@@ -42,7 +42,7 @@ def dev_metrics(history: list[dict]) -> dict[str, list[tuple[float, float]]]:
 
 
 def per_epoch(history: list[dict], pattern: re.Pattern | str, reduce: str) -> dict[str, dict[int, float]]:
-    """Training-log values matching `pattern`, gathered per epoch (epoch 1 covers (0, 1]) by mean or sum."""
+    """Training-log values matching `pattern`, gathered per epoch (epoch 1 covers (0, 1]) by "mean" or "sum"."""
     pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
     values = defaultdict(lambda: defaultdict(list))
     for entry in history:
@@ -58,17 +58,42 @@ def per_epoch(history: list[dict], pattern: re.Pattern | str, reduce: str) -> di
     return {name: {epoch: combine(xs) for epoch, xs in sorted(by_epoch.items())} for name, by_epoch in values.items()}
 
 
-def plot_lines(series: dict, title: str, ylabel: str, path: Path, xlabel: str = "epoch"):
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, points in sorted(series.items()):
-        xs, ys = zip(*(points.items() if isinstance(points, dict) else points))
-        axes.plot(xs, ys, marker="o", label=name)
-    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+def logged(history: list[dict], pattern: str) -> dict[str, list[tuple[float, float]]]:
+    """Training-log values matching `pattern`, as (epoch, value) points."""
+    series = defaultdict(list)
+    for entry in history:
+        for key, value in entry.items():
+            if "epoch" in entry and re.match(pattern, key):
+                series[key].append((entry["epoch"], value))
+    return dict(series)
+
+
+def save(figure, axes, title: str, ylabel: str, path: Path):
+    axes.set(title=title, xlabel="epoch", ylabel=ylabel)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_lines(series: dict[str, list[tuple[float, float]]], title: str, ylabel: str, path: Path):
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, points in sorted(series.items()):
+        axes.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=name)
+    save(figure, axes, title, ylabel, path)
+
+
+def plot_bars(per_epoch_values: dict[str, dict[int, float]], title: str, ylabel: str, path: Path):
+    """Grouped bars: one group per epoch, one bar per series."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    names = sorted(per_epoch_values)
+    width = 0.8 / len(names)
+    for offset, name in enumerate(names):
+        epochs, values = zip(*per_epoch_values[name].items())
+        axes.bar([e - 0.4 + width * (offset + 0.5) for e in epochs], values, width=width, label=name)
+    axes.set_xticks(sorted({e for values in per_epoch_values.values() for e in values}))
+    save(figure, axes, title, ylabel, path)
 
 
 def main(argv=None):
@@ -85,14 +110,14 @@ def main(argv=None):
     if metrics:
         plot_lines(metrics, "Dev metrics", "accuracy / Pearson", output_dir / "dev_metrics.png")
         written.append("dev_metrics.png")
-    losses = per_epoch(history, r"^loss_\w+$", reduce="mean")
+    losses = logged(history, r"^loss_\w+$")
     if losses:
-        plot_lines(losses, "Training loss per task (mean of the logged values)", "loss", output_dir / "losses.png")
+        plot_lines(losses, "Training loss per task", "loss (mean since the previous log)", output_dir / "losses.png")
         written.append("losses.png")
     adjustments = per_epoch(history, ADJUSTMENTS, reduce="sum")
     if adjustments:
-        plot_lines(adjustments, "Gradient surgery: adjustments of g_i against g_j", "adjustments per epoch",
-                   output_dir / "conflicts.png")
+        plot_bars(adjustments, "Gradient surgery: adjustments of g_i against g_j (pair i-j)", "adjustments per epoch",
+                  output_dir / "conflicts.png")
         written.append("conflicts.png")
     if not written:
         raise ValueError(f"{args.run}: the log history has no dev metrics, task losses or surgery statistics.")

