@@ -18,7 +18,6 @@ explicitly overrides its preset.
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,6 @@ from trainer.training_args import MultitaskTrainingArguments
 
 
 logger = logging.getLogger(__name__)
-
 
 
 def head_spec(task: TaskSpec) -> dict:

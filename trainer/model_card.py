@@ -4,6 +4,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .metrics import task_metric_name
+
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "bert_pals_multitask.md"
 
@@ -21,7 +23,7 @@ def build_model_card(model, args, metrics: dict[str, float], base_model: str | N
     config = model.config
     results, eval_results = [], []
     for task, spec in config.tasks.items():
-        metric = "pearson" if spec["kind"] == "pair_regression" else "accuracy"
+        metric = task_metric_name(spec["kind"])
         value = metrics.get(f"eval_{task}_{metric}")
         if value is None:
             continue

@@ -56,6 +56,7 @@ class MultitaskTrainer(Trainer):
                 parameter.requires_grad_(False)
         named_shared = [(name, p) for name, p in self.model.named_shared_parameters() if p.requires_grad]
         self._shared_parameters = [p for _, p in named_shared]
+        self._task_parameters = [p for task in self.tasks for p in self.model.task_parameters(task)]
         generator = torch.Generator()
         generator.manual_seed(self.args.seed)  # the same task order on every process
         self.surgery = build_surgery(
@@ -126,10 +127,11 @@ class MultitaskTrainer(Trainer):
         # Surgery needs each task's gradient in its own row; a plain sum accumulates every task into one.
         rows = 1 if isinstance(self.surgery, Sum) else len(self.tasks)
         self._task_grads = torch.zeros(rows, size, device=device, dtype=torch.float32)
-        self._task_grad_views = [self._views(row) for row in self._task_grads]
-        if rows == 1:
-            self._combined_grad, self._combined_grad_views = self._task_grads[0], self._task_grad_views[0]
+        if rows == 1:  # every task writes into the one row, which is also the combined gradient
+            self._combined_grad, self._combined_grad_views = self._task_grads[0], self._views(self._task_grads[0])
+            self._task_grad_views = [self._combined_grad_views] * len(self.tasks)
         else:
+            self._task_grad_views = [self._views(row) for row in self._task_grads]
             self._combined_grad = torch.zeros(size, device=device, dtype=torch.float32)
             self._combined_grad_views = self._views(self._combined_grad)
         self._task_loss_sum = torch.zeros(len(self.tasks), device=self.args.device)
@@ -162,8 +164,7 @@ class MultitaskTrainer(Trainer):
                 index = self.tasks.index(task)
                 # Autograd accumulates into an existing `.grad` in place: point the shared parameters at this
                 # task's row, so that its backward writes its gradient there and nowhere else.
-                views = self._task_grad_views[index if len(self._task_grad_views) > 1 else 0]
-                for parameter, view in zip(self._shared_parameters, views):
+                for parameter, view in zip(self._shared_parameters, self._task_grad_views[index]):
                     parameter.grad = view
                 with self.compute_loss_context_manager():
                     loss = model(**batch).loss
@@ -221,7 +222,7 @@ class MultitaskTrainer(Trainer):
 
     def _average_task_parameter_gradients(self, world_size: int):
         # Every process ran the same tasks (the sampler plans steps globally), so the same parameters have gradients.
-        grads = [p.grad for task in self.tasks for p in self.model.task_parameters(task) if p.grad is not None]
+        grads = [p.grad for p in self._task_parameters if p.grad is not None]
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])
