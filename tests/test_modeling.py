@@ -74,14 +74,17 @@ def test_pals_change_the_output_once_trained():
         assert torch.equal(without(ids, task="sst").last_hidden_state, base)
 
 
-def test_from_bert_checkpoint_reports_only_pal_and_head_weights_as_new(minilm_path):
+def test_from_bert_checkpoint_loads_every_bert_weight_and_reports_no_expected_missing_weight(minilm_path):
+    """PAL and head weights are what a BERT checkpoint cannot have: they are created, not reported as missing."""
     model, info = BertPalsForMultitask.from_pretrained(minilm_path, pal_size=48, pal_num_heads=6,
                                                        output_loading_info=True)
     assert model.config.pal_size == 48
-    assert info["missing_keys"], "PAL and head weights must be reported as new"
-    for key in info["missing_keys"]:
-        assert model.parameter_task(key) is not None, f"{key} is a BERT weight that did not load"
-    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    bert = BertModel.from_pretrained(minilm_path).state_dict()
+    ours = model.bert.state_dict()
+    for key, value in bert.items():
+        assert torch.equal(ours[key], value), f"{key} is a BERT weight that did not load"
+    assert all(model.parameter_task(f"bert.{key}") is not None for key in ours.keys() - bert.keys())
 
 
 @pytest.mark.parametrize("sts_head", ["linear", "cosine"])
@@ -164,6 +167,44 @@ def test_pair_encoding_equals_separate_encoding():
         torch.testing.assert_close(out.embeddings_b, v, atol=1e-5, rtol=1e-5)
         expected = torch.relu(torch.cosine_similarity(u, v)) * 5
         torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_pals", [True, False])
+@pytest.mark.parametrize("pooling", ["pooler", "mean"])
+def test_training_on_packed_tokens_equals_the_padded_batch(use_pals, pooling):
+    """In training the layers run on the real tokens only (`pack_tokens`): the same losses, embeddings and gradients
+    as the padded computation (dropout off so that both are deterministic)."""
+    results = {}
+    for pack_tokens in (True, False):
+        torch.manual_seed(0)
+        config = tiny_config(use_pals=use_pals, pooling=pooling, pal_decoder_init="normal", pack_tokens=pack_tokens,
+                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+        model = BertPalsForMultitask(config).train()
+        batch = random_pair_batch(length=9, length_b=6)
+        batch["attention_mask_b"][1:, 3:] = 0
+        sst = model(task="sst", input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    labels=torch.tensor([0, 1, 2, 3]))
+        sts = model(task="sts", labels=torch.tensor([0.0, 1.0, 2.0, 5.0]), **batch)
+        (sst.loss + sts.loss).backward()
+        results[pack_tokens] = (sst.loss, sts.embeddings, sts.embeddings_b, {n: p.grad for n, p in model.named_parameters()})
+    packed, padded = results[True], results[False]
+    for a, b in zip(packed[:3], padded[:3]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    for name, grad in padded[3].items():
+        if grad is None:
+            assert packed[3][name] is None, name
+        else:
+            torch.testing.assert_close(packed[3][name], grad, atol=1e-6, rtol=1e-5, msg=f"{name} differs")
+
+
+def test_packed_tokens_only_in_training_without_layer_outputs():
+    torch.manual_seed(0)
+    model = BertPalsForMultitask(tiny_config())
+    mask = random_pair_batch()["attention_mask"]
+    assert model.train().bert._packs_tokens(mask, {})
+    assert not model.bert._packs_tokens(torch.ones_like(mask), {})  # nothing to skip
+    assert not model.bert._packs_tokens(mask, {"output_hidden_states": True})
+    assert not model.eval().bert._packs_tokens(mask, {})
 
 
 def test_remote_code_round_trip_in_a_fresh_process(tmp_path):

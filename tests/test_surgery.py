@@ -5,7 +5,7 @@ import io
 import pytest
 import torch
 
-from trainer.surgery import GradVac, PCGrad, Sum, build_surgery, parameter_groups
+from trainer.surgery import GradVac, PCGrad, SparseRows, Sum, build_surgery, parameter_groups
 
 
 SEEDS = (0, 1, 2)
@@ -333,3 +333,32 @@ def test_chunked_gramian_of_large_groups():
     for k, group in enumerate(group_slices(sizes)):
         block = grads[:, group].double()
         torch.testing.assert_close(gramian[k], block @ block.T, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("cls", [Sum, PCGrad, GradVac])
+@pytest.mark.parametrize("groups", [[7, 12 * 5, 13], [80]], ids=["layer-groups", "one-group"])
+def test_sparse_rows_give_the_dense_result(cls, groups):
+    """A word-embedding block of which only some rows are non-zero: reading and writing those rows alone gives the
+    same Gramians, targets and combined gradient as the dense computation, and leaves the other rows of `out` alone."""
+    num_tasks, offset, num_rows, row_size = 3, 7 if len(groups) == 3 else 10, 12, 5
+    rows = torch.tensor([1, 4, 5, 11])
+    dense_surgery = cls(num_tasks, groups, generator=torch.Generator().manual_seed(0))
+    sparse_surgery = cls(num_tasks, groups, generator=torch.Generator().manual_seed(0))
+    for step in range(4):
+        grads = random_grads(num_tasks, step, size=sum(groups))
+        block = grads[:, offset : offset + num_rows * row_size].view(num_tasks, num_rows, row_size)
+        untouched = torch.ones(num_rows, dtype=torch.bool)
+        untouched[rows] = False
+        block[:, untouched] = 0.0
+        sparse = SparseRows(offset, num_rows, row_size, rows)
+        out = torch.zeros(sum(groups), dtype=grads.dtype)
+        out.view(-1)[offset : offset + num_rows * row_size].view(num_rows, row_size)[untouched] = 7.0  # not written
+        result = sparse_surgery(grads, sparse, out=out)
+        expected = dense_surgery(grads)
+        assert result.data_ptr() == out.data_ptr()
+        written = torch.ones(sum(groups), dtype=torch.bool)
+        written[offset : offset + num_rows * row_size].view(num_rows, row_size)[untouched] = False
+        torch.testing.assert_close(result[written], expected[written], rtol=1e-12, atol=1e-12)
+        assert (result[~written] == (0.0 if cls is Sum else 7.0)).all()  # `Sum` writes its whole plain sum
+    if cls is GradVac:
+        torch.testing.assert_close(sparse_surgery.phi_hat, dense_surgery.phi_hat, rtol=1e-12, atol=1e-12)

@@ -236,3 +236,51 @@ def test_fp16_loss_scaling_does_not_change_the_update(tmp_path, tokenizer, surge
     scaled.train()
     assert scaled.accelerator.scaler.get_scale() == 2.0**12  # no step was skipped
     assert_same_parameters(parameters(plain.model), parameters(scaled.model), atol=1e-6)
+
+
+@pytest.mark.parametrize("surgery", ["none", "gradvac"])
+def test_sparse_word_embedding_gradients_give_the_dense_update(tmp_path, tokenizer, surgery):
+    """The trainer switches the word embeddings to sparse gradients and zeroes / combines only the touched rows; with
+    AdamW (which moves untouched rows too) the weights after several steps equal those of the dense path."""
+    trained = {}
+    for sparse in (True, False):
+        # A large epsilon keeps AdamW from blowing rounding noise (e.g. the key biases' ~0 gradient) up to lr-sized steps.
+        trainer = make_trainer(tmp_path / str(sparse), tokenizer, max_steps=4, optim="adamw_torch", learning_rate=1e-2,
+                               adam_epsilon=1e-3, gradient_surgery=surgery, max_grad_norm=1.0)
+        embeddings = trainer.model.get_input_embeddings()
+        assert embeddings.sparse and trainer._word_embeddings is not None
+        if not sparse:
+            embeddings.sparse, trainer._word_embeddings = False, None
+        trainer.train()
+        trained[sparse] = parameters(trainer.model)
+        if sparse:  # the rows of the last step's tokens, and no more, were written
+            rows = trainer._touched_rows
+            assert 0 < len(rows) < embeddings.num_embeddings
+    assert_same_parameters(trained[True], trained[False], atol=1e-6)
+
+
+def test_evaluation_by_length_gives_the_metrics_and_predictions_of_the_plain_loop(tmp_path, tokenizer):
+    """Rows run longest first in large batches: the metrics equal those of a plain loop over the rows in their order,
+    `predict` returns the rows in the dataset's order, and the same weights are not evaluated twice."""
+    dev = tiny_datasets(seed=1)
+    trainer = make_trainer(tmp_path, tokenizer, per_device_eval_batch_size=7)
+    trainer.eval_dataset = dev
+    trainer.train()
+    model = trainer.model.eval()
+    metrics = trainer.evaluate()
+    logged = len(trainer.state.log_history)
+    for task, dataset in dev.items():
+        collate = trainer.data_collator
+        with torch.no_grad():  # one row at a time, in the dataset's order: no padding at all
+            logits = torch.cat([model(**{k: v for k, v in collate([row]).items() if k != "labels"}).logits
+                                for row in dataset])
+        output = trainer.predict(dataset)
+        torch.testing.assert_close(torch.as_tensor(output.predictions), logits, atol=1e-5, rtol=1e-5)
+        labels = torch.tensor(dataset["labels"])
+        if task == "sts":
+            pearson = float(torch.corrcoef(torch.stack([logits, labels]))[0, 1])
+            assert metrics["eval_sts_pearson"] == pytest.approx(pearson, abs=1e-5)
+        else:
+            assert metrics[f"eval_{task}_accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))
+    assert trainer.evaluate() == metrics
+    assert len(trainer.state.log_history) == logged  # reused, not run again

@@ -72,7 +72,7 @@ import datasets
 logger = logging.getLogger(__name__)
 
 # Bump when parsing/validation changes: it is part of the cache hash.
-PARSER_REVISION = "1"
+PARSER_REVISION = "2"
 MAX_REPORTED_LINES = 5
 SKIPPED_ROWS_FILENAME = "cs224n_skipped_rows.json"
 
@@ -211,6 +211,17 @@ def format_bad_rows(source: str, bad: list[tuple[int, str]], total: int, *, cach
     return f"{source}: skipped {len(bad)} bad row(s) of {total}: {shown}{more}{note}"
 
 
+def format_kept_rows(source: str, kept: list[tuple[int, str]], *, cached_from: str | None = None) -> str:
+    """One warning for the unlabeled rows kept with an empty sentence (they are predicted on the empty string)."""
+    shown = "; ".join(f"line {line}: {reason}" for line, reason in kept[:MAX_REPORTED_LINES])
+    more = f"; ... ({len(kept) - MAX_REPORTED_LINES} more)" if len(kept) > MAX_REPORTED_LINES else ""
+    note = f" [recorded when the cache {cached_from} was prepared]" if cached_from else ""
+    return (
+        f"{source}: kept {len(kept)} unlabeled row(s) with an empty sentence, so that every id gets a prediction "
+        f"(made on the empty string): {shown}{more}{note}"
+    )
+
+
 def _files_fingerprint(spec: TaskSpec, data_dir: str) -> str:
     h = hashlib.sha256(f"cs224n-parser-{PARSER_REVISION}".encode())
     for split in SPLIT_SUFFIXES:
@@ -224,19 +235,40 @@ def _files_fingerprint(spec: TaskSpec, data_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
+def check_utf8(path: str) -> None:
+    """``ValueError`` naming the file, line and column of the first byte that is not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(
+            f"{path}: line {line}: byte 0x{data[e.start]:02x} at column {column} is not UTF-8 ({e.reason}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bool = False,
-                     require_label: bool = True) -> tuple[list[tuple[int, dict]], list[tuple[int, str]], int]:
+                     require_label: bool = True, kept: list[tuple[int, str]] | None = None,
+                     ) -> tuple[list[tuple[int, dict]], list[tuple[int, str]], int]:
     """Read one CS224N file.
 
     Returns ``(examples, bad_rows, total_rows)`` where ``examples`` is a list of
     ``(line_number, example_dict)`` and ``bad_rows`` a list of ``(line_number, reason)``.
-    Header problems (a required column missing) always raise ``ValueError``; bad
-    rows raise ``ValueError`` only when ``strict``. No logging here.
+    Header problems (a required column missing) and bytes that are not UTF-8 always raise
+    ``ValueError``; bad rows raise ``ValueError`` only when ``strict``. No logging here.
+
+    In a file without labels (a test split) a row with an empty sentence is kept, with
+    the empty string as its text, so that every id gets a prediction; ``(line, reason)``
+    of each such row is appended to ``kept`` when given.
     """
     spec = get_task(task)
     examples: list[tuple[int, dict]] = []
     bad: list[tuple[int, str]] = []
     total = 0
+    check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         # csv.reader with the same dialect as csv.DictReader(f, delimiter="\t"); used directly so that
         # blank lines and short/long rows are seen (DictReader skips blank lines silently).
@@ -266,6 +298,7 @@ def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bo
             total += 1
             where = f"line {start}" if start == end else f"line {start} (record spans lines {start}-{end})"
             reasons: list[str] = []
+            notes: list[str] = []
             example: dict[str, Any] = {}
             if not fields:
                 reasons.append("blank line")
@@ -284,7 +317,7 @@ def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bo
                     if "\t" in raw:
                         reasons.append(f"tab inside {col!r} (unbalanced quote?)")
                     elif not text:
-                        reasons.append(f"empty {col!r}")
+                        (reasons if has_label else notes).append(f"empty {col!r}")
                     example[col] = text
                 example["label"] = None
                 if has_label:
@@ -298,6 +331,8 @@ def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bo
                     raise ValueError(f"{path}: {where}: {reason}")
                 bad.append((start, reason))
                 continue
+            if notes and kept is not None:
+                kept.append((start, "; ".join(notes)))
             examples.append((start, example))
     return examples, bad, total
 
@@ -376,13 +411,20 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
                 if split == "train":
                     raise FileNotFoundError(f"CS224N {self.task.name} train file not found: {path}")
                 continue
+            kept: list[tuple[int, str]] = []
             examples, bad, total = read_cs224n_file(
                 path, self.config.name, normalize=self.config.normalize, strict=self.config.strict,
-                require_label=(split != "test"),
+                require_label=(split != "test"), kept=kept,
             )
+            if not examples:  # `datasets` would only say: Instruction "train" corresponds to no data!
+                if not total:
+                    raise ValueError(f"{path}: no data rows, only a header line")
+                raise ValueError(f"{path}: no usable rows; {format_bad_rows(path, bad, total)}")
             if bad:
                 logger.warning(format_bad_rows(path, bad, total))
-            self._reports.append({"split": split, "path": path, "total": total, "bad": bad})
+            if kept:
+                logger.warning(format_kept_rows(path, kept))
+            self._reports.append({"split": split, "path": path, "total": total, "bad": bad, "kept": kept})
             self.skipped_rows[split] = bad
             self._parsed[path] = examples
             generators.append(datasets.SplitGenerator(name=hf_split, gen_kwargs={"filepath": path}))
@@ -417,6 +459,9 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
             self.skipped_rows[rep["split"]] = bad
             if bad:
                 logger.warning(format_bad_rows(rep["path"], bad, rep["total"], cached_from=self._output_dir))
+            if rep.get("kept"):
+                kept = [tuple(k) for k in rep["kept"]]
+                logger.warning(format_kept_rows(rep["path"], kept, cached_from=self._output_dir))
 
 
 def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, strict: bool = False,
@@ -434,7 +479,14 @@ def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, 
         with tempfile.TemporaryDirectory(prefix="cs224n_") as tmp:
             builder = Cs224nBuilder(config_name=task, data_dir=data_dir, cache_dir=tmp,
                                     normalize=normalize, strict=strict)
-            builder.download_and_prepare()
+            # Reading these small files takes a fraction of a second: no "Generating ... split" progress bars.
+            was_disabled = datasets.utils.are_progress_bars_disabled()
+            datasets.utils.disable_progress_bars()
+            try:
+                builder.download_and_prepare()
+            finally:
+                if not was_disabled:
+                    datasets.utils.enable_progress_bars()
             return builder.as_dataset(in_memory=True)
     builder = Cs224nBuilder(config_name=task, data_dir=data_dir, cache_dir=os.fspath(cache_dir),
                             normalize=normalize, strict=strict)

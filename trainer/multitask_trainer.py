@@ -1,21 +1,37 @@
 """`MultitaskTrainer`: a `transformers.Trainer` that takes one backward per task and combines the task gradients."""
 
+import contextlib
 import math
 import os
+import pickle
+import shutil
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from torch.utils.data import DataLoader
-from transformers import EvalPrediction, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import EvalPrediction, Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 from transformers.utils import logging
 
+from .checkpoints import (
+    RUN_CONFIG_NAME,
+    build_run_config,
+    check_checkpoint,
+    checkpoint_step,
+    find_checkpoints,
+    last_complete_checkpoint,
+    mark_checkpoint_complete,
+    read_run_config,
+    write_json_atomically,
+)
 from .data_collator import MultitaskCollator
 from .metrics import load_task_metric, task_metric_name
 from .model_card import build_model_card
 from .sampling import MultitaskBatchSampler, MultitaskDataset
-from .surgery import Sum, build_surgery, parameter_groups
+from .surgery import SparseRows, Sum, build_surgery, parameter_groups
 
 
 logger = logging.get_logger(__name__)
@@ -36,7 +52,7 @@ class MultitaskTrainer(Trainer):
     """
 
     def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, **kwargs):
+                 processing_class=None, run_info: dict | None = None, **kwargs):
         if data_collator is None and processing_class is not None:
             data_collator = MultitaskCollator(processing_class)
         if isinstance(train_dataset, dict):
@@ -51,6 +67,7 @@ class MultitaskTrainer(Trainer):
             **kwargs,
         )
         self.tasks = self.model.config.task_names
+        self.run_info = dict(run_info or {})  # e.g. {"preset": "combined"}: stored with the run configuration
         if self.args.freeze_encoder:
             for parameter in self.model.shared_parameters():
                 parameter.requires_grad_(False)
@@ -68,6 +85,9 @@ class MultitaskTrainer(Trainer):
             generator=generator,
             task_names=self.tasks,
         )
+        self._word_embeddings = self._sparse_word_embeddings()
+        self._touched_rows = None  # word-embedding rows the last window's gradients wrote
+        self._window_token_ids = []
         self._task_grads = None  # [num_tasks, P], allocated at the first step
         self._window_tasks = set()
         self._window_loss = None
@@ -75,6 +95,8 @@ class MultitaskTrainer(Trainer):
         self._task_loss_count = None
         self._warned_partial_window = False
         self._metrics = {}
+        self._evaluated = {}  # (metric_key_prefix, step of the weights) -> metrics of the default eval datasets
+        self._loaded_step = None  # set when the best checkpoint is loaded at the end of training
 
     # ---- Data ----
 
@@ -137,6 +159,43 @@ class MultitaskTrainer(Trainer):
         self._task_loss_sum = torch.zeros(len(self.tasks), device=self.args.device)
         self._task_loss_count = torch.zeros(len(self.tasks), device=self.args.device)
 
+    def _sparse_word_embeddings(self) -> SparseRows | None:
+        """
+        The word-embedding matrix in the flat gradient layout, switched to sparse gradients: a step's backward then
+        writes the rows of its tokens only (autograd adds a sparse gradient into the dense `.grad` view in place),
+        and zeroing and surgery skip the other rows. The optimizer still sees a dense gradient, zero elsewhere,
+        exactly as before.
+        """
+        embeddings = self.model.get_input_embeddings()
+        offset = 0
+        for parameter in self._shared_parameters:
+            if parameter is embeddings.weight:
+                embeddings.sparse = True
+                num_rows, row_size = parameter.shape
+                return SparseRows(offset, num_rows, row_size, torch.zeros(0, dtype=torch.long, device=parameter.device))
+            offset += parameter.numel()
+        return None
+
+    def _window_rows(self) -> torch.Tensor:
+        """The word-embedding rows this window's tokens touched, on every process (the gradients are all-reduced)."""
+        touched = torch.zeros(self._word_embeddings.num_rows, dtype=torch.int32, device=self._task_grads.device)
+        for token_ids in self._window_token_ids:
+            touched.index_fill_(0, token_ids.to(touched.device), 1)
+        self._window_token_ids = []
+        if self.accelerator.num_processes > 1:
+            dist.all_reduce(touched)
+        return touched.nonzero().squeeze(1)
+
+    def _zero_task_grads(self):
+        block = self._word_embeddings
+        if block is None or self._touched_rows is None:
+            self._task_grads.zero_()
+            return
+        # Outside the rows the last window touched, the word-embedding block is still zero.
+        self._task_grads[:, : block.offset].zero_()
+        self._task_grads[:, block.end :].zero_()
+        block.matrix(self._task_grads).index_fill_(1, self._touched_rows, 0.0)
+
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         views, offset = [], 0
         for parameter in self._shared_parameters:
@@ -146,6 +205,7 @@ class MultitaskTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         model.train()
+        self._loaded_step = None  # the weights move on from any loaded checkpoint
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
@@ -154,7 +214,7 @@ class MultitaskTrainer(Trainer):
         if self._task_grads is None:
             self._allocate_gradient_buffers()
         if not self._window_tasks:  # first micro-batch of an accumulation window
-            self._task_grads.zero_()
+            self._zero_task_grads()
             self._window_loss = torch.zeros((), device=self.args.device)
 
         step_loss = torch.zeros((), device=self.args.device)
@@ -162,6 +222,8 @@ class MultitaskTrainer(Trainer):
         with self.accelerator.no_sync(model):
             for task, batch in inputs.items():
                 index = self.tasks.index(task)
+                if self._word_embeddings is not None:
+                    self._window_token_ids += [batch[key].reshape(-1) for key in ("input_ids", "input_ids_b") if key in batch]
                 # Autograd accumulates into an existing `.grad` in place: point the shared parameters at this
                 # task's row, so that its backward writes its gradient there and nowhere else.
                 for parameter, view in zip(self._shared_parameters, self._task_grad_views[index]):
@@ -184,8 +246,8 @@ class MultitaskTrainer(Trainer):
         if not torch.isfinite(self._window_loss):
             raise FloatingPointError(
                 f"Non-finite training loss at step {self.state.global_step} (tasks "
-                f"{[self.tasks[i] for i in sorted(self._window_tasks)]}): the weights were not updated. Resume from "
-                f"the last checkpoint in {self.args.output_dir} with a lower learning rate or without fp16."
+                f"{[self.tasks[i] for i in sorted(self._window_tasks)]}): the weights were not updated. "
+                f"{self._healthy_checkpoint_advice()}"
             )
         world_size = self.accelerator.num_processes
         grads = self._task_grads
@@ -198,6 +260,11 @@ class MultitaskTrainer(Trainer):
             )
             self._warned_partial_window = True
 
+        sparse = None
+        if self._word_embeddings is not None:
+            sparse = self._word_embeddings
+            previous_rows, sparse.rows = self._touched_rows, self._window_rows()
+            self._touched_rows = sparse.rows
         if apply_surgery:
             if world_size > 1:  # surgery acts on the global batch: the same task gradients on every process
                 dist.all_reduce(grads)
@@ -207,7 +274,11 @@ class MultitaskTrainer(Trainer):
             scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
             if scale != 1.0:
                 grads.div_(scale)
-            torch.mul(self.surgery(grads), scale, out=self._combined_grad)
+            if sparse is not None and previous_rows is not None:  # surgery writes this window's rows only
+                sparse.matrix(self._combined_grad).index_fill_(0, previous_rows, 0.0)
+            self.surgery(grads, sparse, out=self._combined_grad)
+            if scale != 1.0:
+                self._combined_grad.mul_(scale)
         else:
             if grads.shape[0] > 1:
                 torch.sum(grads, dim=0, out=self._combined_grad)
@@ -247,16 +318,175 @@ class MultitaskTrainer(Trainer):
             logs.update(self.surgery.pop_stats())
         super().log(logs, start_time)
 
+    # ---- Runs and checkpoints: a checkpoint is complete or ignored, and is resumed only by its own run ----
+
+    def run_config(self) -> dict:
+        """What identifies this run (see `trainer.checkpoints`): preset, tasks, model options, schedule, surgery."""
+        return build_run_config(self.model.config, self.args, preset=self.run_info.get("preset"))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        """
+        As [`Trainer.train`], with safe resuming: `resume_from_checkpoint=True` takes the last *complete* checkpoint
+        of `output_dir`, and a checkpoint is resumed from only if it is complete and was written by a run of this
+        configuration (see [`~MultitaskTrainer.check_checkpoint`]). Writes the run configuration to `output_dir`.
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            logger.info(f"Resuming from {resume_from_checkpoint}, the last complete checkpoint.")
+        elif resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        if resume_from_checkpoint is not None:
+            resume_from_checkpoint = os.fspath(resume_from_checkpoint)
+            self.check_checkpoint(resume_from_checkpoint)
+            state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            if 0 < self.args.max_steps <= state.global_step:
+                return self._finish_from_checkpoint(resume_from_checkpoint, state)
+        if self.args.should_save:
+            _, incomplete = find_checkpoints(self.args.output_dir)
+            for path, problem in incomplete.items():
+                logger.warning(f"Ignoring the incomplete checkpoint {path} ({problem}); replaced when this run saves.")
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            write_json_atomically(os.path.join(self.args.output_dir, RUN_CONFIG_NAME), self.run_config())
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _finish_from_checkpoint(self, checkpoint: str, state: TrainerState) -> TrainOutput:
+        """
+        A checkpoint at `max_steps` (a run killed after its last save): the Trainer would train one step past
+        `max_steps`; instead its weights are loaded (and the best ones, with `load_best_model_at_end`), nothing is
+        trained.
+        """
+        logger.warning(
+            f"{checkpoint} is at step {state.global_step}, --max_steps is {self.args.max_steps}: nothing is left to "
+            "train; its weights are loaded."
+        )
+        self._load_from_checkpoint(checkpoint)
+        self.state = state
+        best = state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best is not None and os.path.isdir(best):
+            self._load_best_model()
+        losses = [entry["train_loss"] for entry in state.log_history if "train_loss" in entry]
+        return TrainOutput(state.global_step, losses[-1] if losses else float("nan"), {})
+
+    def check_checkpoint(self, checkpoint: str) -> None:
+        """
+        Raises a `ValueError` that says what is wrong unless `checkpoint` is complete (every file it listed when its
+        save finished is there, in full) and its run configuration is this run's, gradient-surgery state included.
+        """
+        required = () if isinstance(self.surgery, Sum) else (SURGERY_STATE_NAME,)
+        check_checkpoint(checkpoint, self.run_config(), required_files=required)
+
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        run_dir = self._get_output_dir(trial=trial)
+        output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        self._check_finite_weights(output_dir)
+        if self.args.should_save and os.path.isdir(output_dir):
+            shutil.rmtree(output_dir)  # left by a killed save or by the run this one resumed: files never mix
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()
+        # Older checkpoints are deleted only once this one is complete: a kill in between must leave one to resume.
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
         if self.args.should_save and not isinstance(self.surgery, Sum):
-            output_dir = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             torch.save(self.surgery.state_dict(), os.path.join(output_dir, SURGERY_STATE_NAME))
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
+        if self.args.should_save:
+            # The last write: it lists every file with its size, and marks the checkpoint complete.
+            mark_checkpoint_complete(output_dir, self.run_config(), self.state.global_step, self._last_window_loss())
+            # By step: a resumed run rewrites the checkpoints after the one it resumed from (step order = time order).
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=False)
+
+    def _check_finite_weights(self, output_dir: str) -> None:
+        finite = [torch.isfinite(p).all() for p in self.model.parameters()]
+        if finite and not bool(torch.stack(finite).all()):
+            names = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+            raise FloatingPointError(
+                f"After step {self.state.global_step} the weights are not finite ({names[0]}"
+                f"{f' and {len(names) - 1} more' if len(names) > 1 else ''}): {output_dir} was not written. "
+                f"{self._healthy_checkpoint_advice()}"
+            )
+
+    def _last_window_loss(self) -> float | None:
+        loss = getattr(self, "_window_loss", None)
+        if not torch.is_tensor(loss):
+            return None
+        return loss.item() / max(1, self.args.gradient_accumulation_steps)
+
+    def _healthy_checkpoint_advice(self) -> str:
+        """
+        For a diverged run: names the last checkpoint that looks healthy. The weights of checkpoint C are judged by
+        the first training loss measured with them, the loss of step C + 1 (recorded by the next checkpoint, or
+        logged): a checkpoint is unhealthy when that loss is more than 10x the lowest loss of the run, or when C is
+        the current step (its weights are the ones that just failed).
+        """
+        output_dir = self.args.output_dir
+        complete, _ = find_checkpoints(output_dir)
+        measured = {}  # step -> a training loss measured at that step
+        for entry in self.state.log_history:
+            if isinstance(entry.get("loss"), float) and "step" in entry:
+                measured[entry["step"]] = entry["loss"]
+        for path in complete:
+            saved = (read_run_config(path) or {}).get("checkpoint", {})
+            if isinstance(saved.get("training_loss"), float):
+                measured.setdefault(saved["step"], saved["training_loss"])
+        finite = [loss for loss in measured.values() if math.isfinite(loss)]
+        lowest = min(finite) if finite else None
+
+        def loss_after(step):
+            later = [s for s in measured if s > step]
+            return measured[min(later)] if later else None
+
+        def healthy(path):
+            step = checkpoint_step(path)
+            loss = loss_after(step)
+            if step >= self.state.global_step:
+                return False
+            return loss is None or (math.isfinite(loss) and loss <= 10 * abs(lowest))
+
+        def describe(path):
+            loss = loss_after(checkpoint_step(path))
+            after = "no loss measured after it" if loss is None else f"loss {loss:.4g} after it"
+            return f"{os.path.basename(path)}: {after}"
+
+        if not complete:
+            return f"There is no complete checkpoint in {output_dir}: start again with a lower learning rate."
+        listing = "; ".join(describe(path) for path in complete[-4:])
+        good = [path for path in complete if healthy(path)]
+        if not good:
+            return (
+                f"No checkpoint in {output_dir} looks healthy ({listing}; lowest loss of the run {lowest}): start "
+                "again with a lower learning rate."
+            )
+        return (
+            f"The last healthy checkpoint (the loss after it within 10x of the run's lowest) is {good[-1]} "
+            f"({listing}): resume from it (`--resume_from_checkpoint {good[-1]}`) with a lower learning rate or "
+            "without fp16."
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with _naming_file(os.path.join(resume_from_checkpoint, "model.safetensors"), "model weights"):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_rng_state(self, checkpoint):
+        with _naming_file(checkpoint, "random number generator state (rng_state*.pth)"):
+            super()._load_rng_state(checkpoint)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        path = os.path.join(checkpoint, SURGERY_STATE_NAME) if checkpoint is not None else None
-        if path is not None and os.path.isfile(path) and not isinstance(self.surgery, Sum):
+        if checkpoint is None:
+            return
+        with _naming_file(checkpoint, "optimizer or scheduler state (optimizer.pt, scheduler.pt)"):
+            super()._load_optimizer_and_scheduler(checkpoint)
+        if isinstance(self.surgery, Sum):
+            return
+        path = os.path.join(checkpoint, SURGERY_STATE_NAME)
+        if not os.path.isfile(path):  # `check_checkpoint` catches this first on the `train` path
+            raise FileNotFoundError(
+                f"{path} is missing: a {self.args.gradient_surgery} run resumes with the surgery state it saved."
+            )
+        with _naming_file(path, "gradient-surgery state"):
             self.surgery.load_state_dict(torch.load(path, weights_only=True))
 
     def create_model_card(self, base_model: str | None = None, preset: str | None = None, data_source: str = "",
@@ -274,20 +504,55 @@ class MultitaskTrainer(Trainer):
     # ---- Evaluation on every task ----
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Evaluates every task of `{task: dataset}` and adds `{prefix}_overall`, the plain mean as in the paper."""
-        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if not isinstance(eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        """
+        Evaluates every task of `{task: dataset}` and adds `{prefix}_overall`, the plain mean as in the paper.
+
+        Each task's rows run longest first (see `_by_length`). The weights of one step are evaluated once: evaluating
+        the default `eval_dataset` again on the same weights (after training, or after loading the best checkpoint,
+        whose evaluation is on record) returns the metrics already computed.
+        """
+        if eval_dataset is None and (metric_key_prefix, self._weights_step()) in self._evaluated:
+            step = self._weights_step()
+            logger.info(f"The weights of step {step} were evaluated already: reusing those metrics.")
+            return dict(self._evaluated[(metric_key_prefix, step)])
+        datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(datasets, dict):
+            return super().evaluate(datasets, ignore_keys, metric_key_prefix)
         metrics, main_scores = {}, []
-        for task, dataset in eval_dataset.items():
+        for task, dataset in datasets.items():
             self.compute_metrics = self._metric_function(task)
-            task_metrics = super().evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{task}")
+            task_metrics = super().evaluate(_by_length(dataset)[0], ignore_keys, f"{metric_key_prefix}_{task}")
             metrics.update(task_metrics)
             main_scores.append(task_metrics[f"{metric_key_prefix}_{task}_{self.metric_name(task)}"])
         self.compute_metrics = None
         metrics[f"{metric_key_prefix}_overall"] = float(np.mean(main_scores))
         self.log({f"{metric_key_prefix}_overall": metrics[f"{metric_key_prefix}_overall"]})
+        if eval_dataset is None:
+            self._evaluated[(metric_key_prefix, self._weights_step())] = dict(metrics)
         return metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """`Trainer.predict`, running the rows longest first and returning the predictions in the dataset's order."""
+        dataset, order = _by_length(test_dataset)
+        output = super().predict(dataset, ignore_keys, metric_key_prefix)
+        if order is None:
+            return output
+        inverse = np.argsort(order)
+
+        def restore(values):
+            if isinstance(values, (tuple, list)):
+                return type(values)(restore(v) for v in values)
+            return values[inverse] if values is not None else None
+
+        return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids))
+
+    def _weights_step(self) -> int:
+        """The training step whose weights the model holds: the best checkpoint's once it has been loaded."""
+        return self._loaded_step if self._loaded_step is not None else self.state.global_step
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        self._loaded_step = self.state.best_global_step
 
     def metric_name(self, task: str) -> str:
         return task_metric_name(self.model.config.tasks[task]["kind"])
@@ -303,6 +568,33 @@ class MultitaskTrainer(Trainer):
                                   references=prediction.label_ids)
 
         return compute_metrics
+
+
+@contextlib.contextmanager
+def _naming_file(path: str, what: str):
+    """Turns a library's error on reading a damaged file into a `ValueError` that names the file."""
+    try:
+        yield
+    except (SafetensorError, RuntimeError, OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as error:
+        if isinstance(error, FileNotFoundError) and error.filename:
+            raise
+        detail = " ".join(str(error).split())[:300]
+        raise ValueError(f"{path}: cannot read the {what}, damaged? ({type(error).__name__}: {detail})") from error
+
+
+def _by_length(dataset) -> tuple[object, np.ndarray | None]:
+    """
+    The rows sorted longest first (a pair by its longer sentence: both are padded to it), and the order, or the
+    dataset itself with `None` if it has no token ids. Batches of similar lengths carry little padding; the metrics do
+    not depend on the order of the rows.
+    """
+    if not hasattr(dataset, "column_names") or "input_ids" not in dataset.column_names:
+        return dataset, None
+    lengths = np.array([len(ids) for ids in dataset["input_ids"]])
+    if "input_ids_b" in dataset.column_names:
+        lengths = np.maximum(lengths, [len(ids) for ids in dataset["input_ids_b"]])
+    order = np.argsort(-lengths, kind="stable")
+    return dataset.select(order), order
 
 
 def predictions_from_logits(logits: np.ndarray, metric_name: str) -> np.ndarray:

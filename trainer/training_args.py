@@ -38,8 +38,17 @@ class MultitaskTrainingArguments(TrainingArguments):
     freeze_encoder: bool = field(
         default=False, metadata={"help": "Train only the task-specific parameters (PALs and heads); BERT stays fixed."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete what `--output_dir` holds before training. Without it (or `--resume_from_checkpoint`), "
+            "a training run refuses an output directory that is not empty."
+        },
+    )
     # Multi-task batches are nested per task and carry a `task` column the model's forward needs.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False for multi-task batches."})
+    # Evaluation runs each task's rows longest first, so that large batches carry little padding.
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device (rows)."})
     # The paper keeps the checkpoint with the best mean of the task metrics (with --load_best_model_at_end).
     metric_for_best_model: str | None = field(default="overall", metadata={"help": "Default: eval_overall."})
 
@@ -53,6 +62,8 @@ class MultitaskTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
         if not 0.0 <= self.gradvac_beta <= 1.0:
             raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for; the DataLoader would warn at every epoch
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
             # Accelerate forms a CPU (gloo) process group only with use_cpu; without it each launched process would
             # silently train alone.
