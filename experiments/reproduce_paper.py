@@ -844,12 +844,7 @@ def plot_losses(records: list[dict], path: Path) -> Path:
     ax.set(
         title="Training loss per logged step (mean over seeds)", xlabel="step", ylabel="training loss (window mean)"
     )
-    ax.grid(alpha=0.3)
-    ax.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, [ax], path)
 
 
 def plot_conflicts(records: list[dict], path: Path) -> Path | None:
@@ -897,6 +892,10 @@ def plot_conflicts(records: list[dict], path: Path) -> Path | None:
     axes[1].set(title="Adjustments per task pair i-j (g_i against g_j), epoch 1", xlabel="pair", ylabel="adjustments")
     axes[2].axhline(100 * 2000 / 54000, color="grey", linestyle="--", label="paper, epoch 1 (~2,000 / 54,000)")
     axes[2].set(title="Adjusted share of pairs per logged window", xlabel="step", ylabel="% of pairs compared")
+    return save_figure(figure, axes, path)
+
+
+def save_figure(figure, axes, path: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

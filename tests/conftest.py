@@ -39,3 +39,45 @@ def tiny_config(**kwargs):
     )
     defaults.update(kwargs)
     return BertPalsConfig(**defaults)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, minilm_path) -> str:
+    """A tiny random BERT checkpoint without dropout, with the real (MiniLM) tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return str(path)
+
+
+def random_ids(generator, vocab=99):
+    import torch
+
+    length = int(torch.randint(3, 10, (1,), generator=generator))
+    return torch.randint(1, vocab, (length,), generator=generator).tolist()
+
+
+def tiny_datasets(seed=0, sizes=(("sst", 24), ("para", 40), ("sts", 16))):
+    """Tokenised task datasets of random token ids, in the columns `tokenize_task` produces."""
+    import datasets
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for task, size in sizes:
+        columns = {"id": [f"{task}-{i}" for i in range(size)], "task": [task] * size}
+        columns["input_ids"] = [random_ids(generator) for _ in range(size)]
+        if task != "sst":
+            columns["input_ids_b"] = [random_ids(generator) for _ in range(size)]
+        if task == "sts":
+            columns["labels"] = (torch.rand(size, generator=generator) * 5).tolist()
+        else:
+            columns["labels"] = torch.randint(0, 5 if task == "sst" else 2, (size,), generator=generator).tolist()
+        result[task] = datasets.Dataset.from_dict(columns)
+    return result

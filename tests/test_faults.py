@@ -19,16 +19,15 @@ import sys
 import threading
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 from transformers import logging as transformers_logging
 from transformers.testing_utils import CaptureLogger
 
 import run_multitask
-from conftest import tiny_config
+from conftest import tiny_datasets, tiny_config
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
 from trainer.data_collator import MultitaskCollator
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
@@ -48,18 +47,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, minilm_path) -> str:
-    """A tiny random BERT without dropout, with the real (MiniLM) tokenizer."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +77,10 @@ def train(checkpoint, data, output_dir, *extra):
 
 
 @pytest.fixture(scope="module")
-def saved_run(tiny_bert, tiny_data, tmp_path_factory) -> Path:
+def saved_run(tiny_checkpoint, tiny_data, tmp_path_factory) -> Path:
     """A finished combined-preset run on the three tasks, with checkpoints (copy it before damaging it)."""
     path = tmp_path_factory.mktemp("saved_run") / "run"
-    train(tiny_bert, tiny_data, path, "--preset", "combined", "--save_steps", "1")
+    train(tiny_checkpoint, tiny_data, path, "--preset", "combined", "--save_steps", "1")
     return path
 
 
@@ -108,28 +95,28 @@ def read_ids(path: Path) -> list[str]:
 # ---- 1. An output directory holding another run ----
 
 
-def test_output_dir_of_another_run_is_refused_unless_overwritten(tiny_bert, tiny_data, tmp_path):
+def test_output_dir_of_another_run_is_refused_unless_overwritten(tiny_checkpoint, tiny_data, tmp_path):
     output_dir = tmp_path / "run"
-    train(tiny_bert, tiny_data, output_dir, "--preset", "naive", "--save_steps", "1")
+    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "naive", "--save_steps", "1")
     first_model = (output_dir / "model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match=r"already holds a run \(preset 'naive'.*--overwrite_output_dir"):
-        train(tiny_bert, tiny_data, output_dir, "--preset", "gradvac")
+        train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac")
     assert (output_dir / "model.safetensors").read_bytes() == first_model  # nothing of the first run was touched
 
-    train(tiny_bert, tiny_data, output_dir, "--preset", "gradvac", "--overwrite_output_dir", "--save_strategy", "no")
+    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--overwrite_output_dir", "--save_strategy", "no")
     assert not list(output_dir.glob("checkpoint-*"))  # none of the first run's checkpoints is left beside the new run
     assert json.loads((output_dir / RUN_CONFIG).read_text())["training"]["gradient_surgery"] == "gradvac"
 
 
-def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_bert, tiny_data, tmp_path):
+def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_checkpoint, tiny_data, tmp_path):
     output_dir = tmp_path / "run"
-    train(tiny_bert, tiny_data, output_dir, "--preset", "naive", "--save_steps", "1")
+    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "naive", "--save_steps", "1")
     with pytest.raises(ValueError, match=r"checkpoint-2 belongs to another run .*gradient_surgery: 'none' there, "
                                          r"'gradvac' now"):
-        train(tiny_bert, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3",
+        train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3",
               "--resume_from_checkpoint", "true")
     # The same configuration resumes, with the tasks named in any order.
-    train(tiny_bert, tiny_data, output_dir, "--preset", "naive", "--max_steps", "3", "--resume_from_checkpoint",
+    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "naive", "--max_steps", "3", "--resume_from_checkpoint",
           "true", "--tasks", "sts", "sst", "para")
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
 
@@ -146,17 +133,17 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_bert, tiny_da
         ("--classifier_dropout", "1.5", r"classifier_dropout must be in \[0, 1\)"),
     ],
 )
-def test_every_model_option_is_validated_before_any_work(option, value, message, tiny_bert, tiny_data, tmp_path):
+def test_every_model_option_is_validated_before_any_work(option, value, message, tiny_checkpoint, tiny_data, tmp_path):
     with pytest.raises(ValueError, match=message):
-        train(tiny_bert, tiny_data, tmp_path / "run", option, value)
+        train(tiny_checkpoint, tiny_data, tmp_path / "run", option, value)
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def test_from_pretrained_overrides_and_edited_configs_are_validated(tiny_bert):
+def test_from_pretrained_overrides_and_edited_configs_are_validated(tiny_checkpoint):
     with pytest.raises(ValueError, match="Unknown sts_head 'foo'"):
-        BertPalsForMultitask.from_pretrained(tiny_bert, pal_size=12, pal_num_heads=3, sts_head="foo")
+        BertPalsForMultitask.from_pretrained(tiny_checkpoint, pal_size=12, pal_num_heads=3, sts_head="foo")
     with pytest.raises(ValueError, match=r"pal_size \(205\)"):
-        BertPalsConfig.from_pretrained(tiny_bert, pal_size=205)
+        BertPalsConfig.from_pretrained(tiny_checkpoint, pal_size=205)
     config = tiny_config()
     config.pooling = "max"  # set after __init__: checked when a model is built from it
     with pytest.raises(ValueError, match="Unknown pooling 'max'"):
@@ -166,7 +153,7 @@ def test_from_pretrained_overrides_and_edited_configs_are_validated(tiny_bert):
 # ---- 3. A saved model, reused by the CLI with default arguments ----
 
 
-def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny_bert, tiny_data, tmp_path):
+def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny_checkpoint, tiny_data, tmp_path):
     # config.json stores the tasks with sorted keys; the order must not matter.
     assert list(json.loads((saved_run / "config.json").read_text())["tasks"]) == ["para", "sst", "sts"]
     predict = tmp_path / "predict"
@@ -181,7 +168,7 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
 
     # A model of two tasks: those are the default.
     two = tmp_path / "two"
-    train(tiny_bert, tiny_data, two, "--tasks", "sts", "sst", "--save_strategy", "no")
+    train(tiny_checkpoint, tiny_data, two, "--tasks", "sts", "sst", "--save_strategy", "no")
     run_multitask.main(["--model_name_or_path", str(two), "--data_dir", str(tiny_data), "--output_dir",
                         str(tmp_path / "predict_two"), "--do_predict", "--report_to", "none"])
     written = sorted(p.name for p in (tmp_path / "predict_two" / "predictions").iterdir())
@@ -192,18 +179,18 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
 
 
 @pytest.mark.parametrize("evaluation", [["--do_eval"], ["--eval_strategy", "steps", "--eval_steps", "1"]])
-def test_missing_dev_file_of_a_requested_task_is_an_error(evaluation, tiny_bert, tiny_data, tmp_path):
+def test_missing_dev_file_of_a_requested_task_is_an_error(evaluation, tiny_checkpoint, tiny_data, tmp_path):
     data = copy_data(tiny_data, tmp_path)
     (data / "quora-dev.csv").unlink()
     with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(data / 'quora-dev.csv'))}: not found; it holds "
                                                 r"the validation split of task 'para'"):
-        train(tiny_bert, data, tmp_path / "run", *evaluation)
+        train(tiny_checkpoint, data, tmp_path / "run", *evaluation)
 
 
 # ---- 5. Every id of an unlabeled split gets a prediction ----
 
 
-def test_every_test_id_gets_a_prediction_even_with_an_empty_sentence(tiny_bert, tiny_data, tmp_path, caplog):
+def test_every_test_id_gets_a_prediction_even_with_an_empty_sentence(tiny_checkpoint, tiny_data, tmp_path, caplog):
     data = copy_data(tiny_data, tmp_path)
     for name, line, column in (("ids-sst-test-student.csv", 3, "sentence"), ("sts-test-student.csv", 4, "sentence2")):
         path = data / name
@@ -214,7 +201,7 @@ def test_every_test_id_gets_a_prediction_even_with_an_empty_sentence(tiny_bert, 
         path.write_text("\n".join(lines), encoding="utf-8")
     caplog.set_level(logging.WARNING, logger="trainer.cs224n_builder")
     output_dir = tmp_path / "predict"
-    run_multitask.main(cli_args(tiny_bert, data, output_dir, "--tasks", "sst", "sts", "--do_predict"))
+    run_multitask.main(cli_args(tiny_checkpoint, data, output_dir, "--tasks", "sst", "sts", "--do_predict"))
     for task, name, line in (("sst", "ids-sst-test-student.csv", 3), ("sts", "sts-test-student.csv", 4)):
         ids = read_ids(data / name)
         predictions = read_predictions(output_dir / "predictions" / f"{task}-test-output.csv")
@@ -257,15 +244,15 @@ def test_forward_rejects_wrong_inputs(task, sts_head, inputs, message):
 # ---- Checkpoints: complete or ignored; never a surgery run without its surgery state ----
 
 
-def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_bert, tiny_data, tmp_path):
+def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_checkpoint, tiny_data, tmp_path):
     output_dir = tmp_path / "run"
-    train(tiny_bert, tiny_data, output_dir, "--preset", "gradvac", "--save_steps", "1")
+    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--save_steps", "1")
     # A save killed early, as the issue saw it: the folder holds only the config and the code files.
     killed = output_dir / "checkpoint-3"
     killed.mkdir()
     for name in ("config.json", "configuration_bert_pals.py", "modeling_bert_pals.py"):
         shutil.copy(output_dir / "checkpoint-2" / name, killed / name)
-    train(tiny_bert, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3", "--resume_from_checkpoint",
+    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3", "--resume_from_checkpoint",
           "true")
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 3
@@ -273,32 +260,11 @@ def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_ber
 
     (killed / SURGERY_STATE_NAME).unlink()
     with pytest.raises(ValueError, match=rf"checkpoint-3 is incomplete: {SURGERY_STATE_NAME} is missing"):
-        train(tiny_bert, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "4",
+        train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "4",
               "--resume_from_checkpoint", str(killed))
 
 
 # ---- A diverged run names its last healthy checkpoint and never saves non-finite weights ----
-
-
-def random_ids(generator, vocab=99):
-    length = int(torch.randint(3, 10, (1,), generator=generator))
-    return torch.randint(1, vocab, (length,), generator=generator).tolist()
-
-
-def tiny_datasets(seed=0, sizes=(("sst", 12), ("para", 16), ("sts", 8))) -> dict[str, datasets.Dataset]:
-    generator = torch.Generator().manual_seed(seed)
-    result = {}
-    for task, size in sizes:
-        columns = {"id": [f"{task}-{i}" for i in range(size)], "task": [task] * size}
-        columns["input_ids"] = [random_ids(generator) for _ in range(size)]
-        if task != "sst":
-            columns["input_ids_b"] = [random_ids(generator) for _ in range(size)]
-        if task == "sts":
-            columns["labels"] = (torch.rand(size, generator=generator) * 5).tolist()
-        else:
-            columns["labels"] = torch.randint(0, 5 if task == "sst" else 2, (size,), generator=generator).tolist()
-        result[task] = datasets.Dataset.from_dict(columns)
-    return result
 
 
 def tiny_trainer(output_dir, tokenizer, callbacks=None, **kwargs) -> MultitaskTrainer:
@@ -314,7 +280,7 @@ def tiny_trainer(output_dir, tokenizer, callbacks=None, **kwargs) -> MultitaskTr
     return MultitaskTrainer(
         model=BertPalsForMultitask(config),
         args=MultitaskTrainingArguments(**defaults),
-        train_dataset=tiny_datasets(),
+        train_dataset=tiny_datasets(sizes=(("sst", 12), ("para", 16), ("sts", 8))),
         data_collator=MultitaskCollator(tokenizer),  # no processing_class: the checkpoints carry no tokenizer
         callbacks=callbacks,
     )
@@ -366,7 +332,7 @@ def test_diverged_run_names_the_last_healthy_checkpoint(nan_event, message, tmp_
 # ---- Damaged and missing files are named ----
 
 
-def test_damaged_files_are_named(saved_run, tiny_bert, tiny_data, tmp_path):
+def test_damaged_files_are_named(saved_run, tiny_checkpoint, tiny_data, tmp_path):
     run = Path(shutil.copytree(saved_run, tmp_path / "run"))
     predict = ["--data_dir", str(tiny_data), "--do_predict", "--report_to", "none"]
 
@@ -377,7 +343,7 @@ def test_damaged_files_are_named(saved_run, tiny_bert, tiny_data, tmp_path):
         run_multitask.main(["--model_name_or_path", str(run), "--output_dir", str(tmp_path / "p1"), *predict])
 
     # A truncated model.safetensors in a checkpoint: resumed from, as the last complete checkpoint would be.
-    resume = cli_args(tiny_bert, tiny_data, run, "--do_train", "--preset", "combined", "--max_steps", "3")
+    resume = cli_args(tiny_checkpoint, tiny_data, run, "--do_train", "--preset", "combined", "--max_steps", "3")
     checkpoint = run / "checkpoint-2"
     weights = checkpoint / "model.safetensors"
     size = weights.stat().st_size
@@ -401,12 +367,12 @@ def test_damaged_files_are_named(saved_run, tiny_bert, tiny_data, tmp_path):
     raw[6] = raw[6][:10] + b"\xff" + raw[6][10:]
     path.write_bytes(b"\n".join(raw))
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: line 7: byte 0xff at column 11 is not UTF-8"):
-        train(tiny_bert, data, tmp_path / "t1")
+        train(tiny_checkpoint, data, tmp_path / "t1")
     shutil.copy(tiny_data / "ids-sst-train.csv", path)
     header_only = data / "sts-dev.csv"
     header_only.write_text(header_only.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
     with pytest.raises(ValueError, match=rf"{re.escape(str(header_only))}: no data rows, only a header line"):
-        train(tiny_bert, data, tmp_path / "t2")
+        train(tiny_checkpoint, data, tmp_path / "t2")
 
     # A model folder that does not exist is not an invalid Hub repo id.
     missing = tmp_path / "no" / "such_model"
@@ -415,11 +381,11 @@ def test_damaged_files_are_named(saved_run, tiny_bert, tiny_data, tmp_path):
         run_multitask.main(["--model_name_or_path", str(missing), "--output_dir", str(tmp_path / "p2"), *predict])
 
 
-def test_cli_errors_are_one_line_with_exit_status_1(tiny_bert, tiny_data, tmp_path, capsys):
+def test_cli_errors_are_one_line_with_exit_status_1(tiny_checkpoint, tiny_data, tmp_path, capsys):
     cases = [
-        cli_args(tiny_bert, tiny_data, tmp_path / "a", "--do_train", "--sts_head", "foo"),
+        cli_args(tiny_checkpoint, tiny_data, tmp_path / "a", "--do_train", "--sts_head", "foo"),
         cli_args(tmp_path / "missing", tiny_data, tmp_path / "b", "--do_predict"),
-        cli_args(tiny_bert, tmp_path / "no_data", tmp_path / "c", "--do_train"),
+        cli_args(tiny_checkpoint, tmp_path / "no_data", tmp_path / "c", "--do_train"),
     ]
     for args in cases:
         assert run_multitask.cli(args) == 1
@@ -432,14 +398,14 @@ def test_cli_errors_are_one_line_with_exit_status_1(tiny_bert, tiny_data, tmp_pa
 # ---- Quiet where nothing is wrong ----
 
 
-def test_loading_a_bert_checkpoint_is_quiet_but_unexpected_and_missing_weights_are_reported(tiny_bert, tmp_path):
+def test_loading_a_bert_checkpoint_is_quiet_but_unexpected_and_missing_weights_are_reported(tiny_checkpoint, tmp_path):
     logger = transformers_logging.get_logger("transformers")
     with CaptureLogger(logger) as captured:
-        BertPalsForMultitask.from_pretrained(tiny_bert, pal_size=12, pal_num_heads=3)
+        BertPalsForMultitask.from_pretrained(tiny_checkpoint, pal_size=12, pal_num_heads=3)
     assert "You are using a model of type" not in captured.out and "LOAD REPORT" not in captured.out, captured.out
 
     # A weight the model does not have is still reported.
-    extra = Path(shutil.copytree(tiny_bert, tmp_path / "extra"))
+    extra = Path(shutil.copytree(tiny_checkpoint, tmp_path / "extra"))
     weights = load_file(extra / "model.safetensors")
     weights["pooler.extra.weight"] = torch.zeros(2)
     save_file(weights, extra / "model.safetensors", metadata={"format": "pt"})
@@ -449,7 +415,7 @@ def test_loading_a_bert_checkpoint_is_quiet_but_unexpected_and_missing_weights_a
 
     # A saved multitask model missing a head weight is reported: only a BERT checkpoint lacks them by design.
     saved = tmp_path / "saved"
-    BertPalsForMultitask.from_pretrained(tiny_bert, pal_size=12, pal_num_heads=3).save_pretrained(saved)
+    BertPalsForMultitask.from_pretrained(tiny_checkpoint, pal_size=12, pal_num_heads=3).save_pretrained(saved)
     weights = load_file(saved / "model.safetensors")
     del weights["heads.sst.classifier.bias"]
     save_file(weights, saved / "model.safetensors", metadata={"format": "pt"})
@@ -475,14 +441,17 @@ def test_readme_tokenizer_line_loads_a_saved_run_without_a_prompt(saved_run, tmp
 
 
 def test_readme_command_launches_without_accelerate_default_warnings(tmp_path):
-    command = readme_python_line("accelerate launch ").split()
+    command = readme_python_line("accelerate launch ").replace("$(nproc)", str(os.cpu_count())).split()
     launch_options = command[2 : command.index("run_multitask.py")]
     script = tmp_path / "script.py"
-    script.write_text("print('launched')\n")
-    result = subprocess.run(["accelerate", "launch", *launch_options, str(script)], cwd=REPO, env=OFFLINE_ENV,
+    script.write_text("import os\nprint('launched with', os.environ['OMP_NUM_THREADS'], 'threads')\n")
+    env = {key: value for key, value in OFFLINE_ENV.items() if key != "OMP_NUM_THREADS"}
+    result = subprocess.run(["accelerate", "launch", *launch_options, str(script)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "launched" in result.stdout, result.stderr
+    assert result.returncode == 0, result.stderr
     assert "had defaults used instead" not in result.stderr, result.stderr
+    # Left to itself, `accelerate launch` would pin the process to one thread.
+    assert f"launched with {os.cpu_count()} threads" in result.stdout, result.stdout
 
 
 # ---- Fault injection: runs killed at random points, resumed, end where an uninterrupted run ends ----

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 import plot_multitask
 import run_multitask
@@ -27,24 +25,6 @@ spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
 reproduce_paper = importlib.util.module_from_spec(spec)
 sys.modules["reproduce_paper"] = reproduce_paper
 spec.loader.exec_module(reproduce_paper)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, minilm_path) -> str:
-    """A tiny random BERT without dropout, with the real (MiniLM) tokenizer."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return str(path)
 
 
 def test_dry_run_prints_one_valid_command_per_run(tmp_path):

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import BertModel
 
 import plot_multitask
 import run_multitask
@@ -18,18 +17,6 @@ from trainer.cs224n_builder import load_cs224n
 from trainer.predictions import read_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, minilm_path) -> str:
-    """A tiny random BERT without dropout, with the real (MiniLM) tokenizer."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return str(path)
 
 
 def tiny_args(checkpoint, data_dir, output_dir, *extra):

@@ -1,40 +1,14 @@
 """MultitaskTrainer on a tiny random BERT: per-task backward passes give the summed loss's gradients, accumulation
 windows equal larger batches, and a killed run resumes to the same weights."""
 
-import datasets
 import pytest
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_datasets
 from modeling_bert_pals import BertPalsForMultitask
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
 from trainer.training_args import MultitaskTrainingArguments
-
-TASK_KINDS = {"sst": "classification", "para": "pair_classification", "sts": "pair_regression"}
-SIZES = {"sst": 24, "para": 40, "sts": 16}
-
-
-def random_ids(generator, vocab=99):
-    length = int(torch.randint(3, 10, (1,), generator=generator))
-    return torch.randint(1, vocab, (length,), generator=generator).tolist()
-
-
-def tiny_datasets(seed=0) -> dict[str, datasets.Dataset]:
-    """Tokenised task datasets of random token ids, in the columns `tokenize_task` produces."""
-    generator = torch.Generator().manual_seed(seed)
-    result = {}
-    for task, size in SIZES.items():
-        columns = {"id": [f"{task}-{i}" for i in range(size)], "task": [task] * size}
-        columns["input_ids"] = [random_ids(generator) for _ in range(size)]
-        if TASK_KINDS[task] != "classification":
-            columns["input_ids_b"] = [random_ids(generator) for _ in range(size)]
-        if task == "sts":
-            columns["labels"] = (torch.rand(size, generator=generator) * 5).tolist()
-        else:
-            columns["labels"] = torch.randint(0, 5 if task == "sst" else 2, (size,), generator=generator).tolist()
-        result[task] = datasets.Dataset.from_dict(columns)
-    return result
 
 
 @pytest.fixture(scope="module")
