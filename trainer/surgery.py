@@ -414,10 +414,12 @@ class GradientSurgery:
                 elif dtype == grads.dtype:
                     _combine(grads[:, piece], group_coefficients, out[piece])
                 else:
-                    out[piece] = torch.mv(grads[:, piece].T.to(dtype), torch.tensor(group_coefficients).to(grads.device, dtype))
+                    weights = torch.tensor(group_coefficients, dtype=dtype, device=grads.device)
+                    out[piece] = torch.mv(grads[:, piece].T.to(dtype), weights)
             if holds_sparse:
                 rows = (gathered if gathered is not None else sparse.gather(grads)).to(dtype)
-                combined = rows.sum(0) if untouched else torch.tensor(group_coefficients, dtype=dtype, device=rows.device) @ rows
+                weights = torch.tensor(group_coefficients, dtype=dtype, device=rows.device)
+                combined = rows.sum(0) if untouched else weights @ rows
                 sparse.matrix(out).index_copy_(0, sparse.rows, combined.view(-1, sparse.row_size).to(out.dtype))
         return out
 
