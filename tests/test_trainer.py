@@ -228,7 +228,7 @@ def test_sparse_word_embedding_gradients_give_the_dense_update(tmp_path, tokeniz
         trainer.train()
         trained[sparse] = parameters(trainer.model)
         if sparse:  # the rows of the last step's tokens, and no more, were written
-            rows = trainer._touched_rows
+            rows = trainer._word_embeddings.rows
             assert 0 < len(rows) < embeddings.num_embeddings
     assert_same_parameters(trained[True], trained[False], atol=1e-6)
 

@@ -86,7 +86,6 @@ class MultitaskTrainer(Trainer):
             task_names=self.tasks,
         )
         self._word_embeddings = self._sparse_word_embeddings()
-        self._touched_rows = None  # word-embedding rows the last window's gradients wrote
         self._window_token_ids = []
         self._task_grads = None  # [num_tasks, P], allocated at the first step
         self._window_tasks = set()
@@ -188,13 +187,13 @@ class MultitaskTrainer(Trainer):
 
     def _zero_task_grads(self):
         block = self._word_embeddings
-        if block is None or self._touched_rows is None:
+        if block is None:
             self._task_grads.zero_()
             return
-        # Outside the rows the last window touched, the word-embedding block is still zero.
+        # Outside `block.rows`, the rows the last window touched (none yet at first), the block is still zero.
         self._task_grads[:, : block.offset].zero_()
         self._task_grads[:, block.end :].zero_()
-        block.matrix(self._task_grads).index_fill_(1, self._touched_rows, 0.0)
+        block.matrix(self._task_grads).index_fill_(1, block.rows, 0.0)
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         views, offset = [], 0
@@ -263,8 +262,7 @@ class MultitaskTrainer(Trainer):
         sparse = None
         if self._word_embeddings is not None:
             sparse = self._word_embeddings
-            previous_rows, sparse.rows = self._touched_rows, self._window_rows()
-            self._touched_rows = sparse.rows
+            previous_rows, sparse.rows = sparse.rows, self._window_rows()
         if apply_surgery:
             if world_size > 1:  # surgery acts on the global batch: the same task gradients on every process
                 dist.all_reduce(grads)
@@ -274,7 +272,7 @@ class MultitaskTrainer(Trainer):
             scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
             if scale != 1.0:
                 grads.div_(scale)
-            if sparse is not None and previous_rows is not None:  # surgery writes this window's rows only
+            if sparse is not None:  # surgery writes this window's rows only
                 sparse.matrix(self._combined_grad).index_fill_(0, previous_rows, 0.0)
             self.surgery(grads, sparse, out=self._combined_grad)
             if scale != 1.0:
