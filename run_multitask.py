@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, set_seed
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
+from modeling_bert_pals.configuration_bert_pals import TASK_OPTION_DEFAULTS
 from trainer.checkpoints import (
     build_run_config,
     check_checkpoint,
@@ -43,30 +44,25 @@ from trainer.checkpoints import (
     read_run_config,
     tasks_in_saved_order,
 )
-from trainer.cs224n_builder import TASKS, TaskSpec, load_cs224n
-from trainer.hub_tasks import load_hub_task
-from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer, predictions_from_logits
+from trainer.cs224n_builder import data_file, load_cs224n
+from trainer.hub_tasks import load_hub_task, to_task_columns
+from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
 from trainer.predictions import write_predictions
+from trainer.tasks import PAPER_TASKS, TASKS, get_task
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
 
 
 logger = logging.getLogger(__name__)
 
-
-def head_spec(task: TaskSpec) -> dict:
-    """The head a data task needs, as the model config describes it."""
-    if len(task.text_columns) == 1:
-        return {"kind": "classification", "num_labels": task.num_labels}
-    kind = "pair_regression" if task.label_kind == "float" else "pair_classification"
-    return {"kind": kind, "num_labels": task.num_labels}
-
-
-TASK_SPECS = {name: head_spec(task) for name, task in TASKS.items()}
-DEFAULT_TASKS = ["sst", "para", "sts"]
 # Options that change the weights a model has: a saved model keeps its own.
 STRUCTURAL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head")
 MODEL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head", "pooling", "classifier_dropout", "pal_decoder_init")
+# Per-task head options: `ModelArguments` field -> key of the task's entry in `BertPalsConfig.tasks`. Encoding and
+# features change a head's weights; the loss does not, and a saved model may be trained on with another.
+HEAD_OPTIONS = {"pair_encoding": "encoding", "pair_features": "features", "loss": "loss"}
+HEAD_ARGUMENTS = {key: f"--{argument}" for argument, key in HEAD_OPTIONS.items()}
+STRUCTURAL_HEAD_OPTIONS = ("encoding", "features")
 # What a CLI user gets as one line and exit status 1 (bad arguments, missing or damaged files, a diverged run), rather
 # than a traceback; anything else is a bug, and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, StrictDataclassError, SafetensorError)
@@ -107,6 +103,28 @@ class ModelArguments:
     pooling: str | None = field(default=None, metadata={"help": "Sentence embedding: 'pooler' or 'mean'."})
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads (0.3)."})
     pal_decoder_init: str | None = field(default=None, metadata={"help": "'zeros' (start as BERT) or 'normal'."})
+    pair_encoding: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "How pair tasks read their two sentences: 'separate' (the paper: each encoded alone) or 'cross' "
+            "(one sequence [CLS] a [SEP] b [SEP]). A bare value applies to every pair task, 'task=value' to one."
+        },
+    )
+    pair_features: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Features of a separately encoded pair's linear head: 'concat' ([u, v], the paper's) or 'sbert' "
+            "([u, v, |u-v|, u*v]). A bare value applies to every task whose head takes it, 'task=value' to one."
+        },
+    )
+    loss: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Task losses: 'cross_entropy', 'cross_entropy+ranking' (binary pair tasks encoded separately: "
+            "adds multiple-negatives ranking over the batch's positive pairs), 'mse' or 'cosent' (regression). A "
+            "bare value applies to every task whose head takes it, 'task=value' to one."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets."})
 
 
@@ -114,7 +132,10 @@ class ModelArguments:
 class DataArguments:
     tasks: list[str] | None = field(
         default=None,
-        metadata={"help": f"Of {list(TASK_SPECS)}. Default: a saved model's own tasks, else {DEFAULT_TASKS}."},
+        metadata={
+            "help": f"Registered tasks, of {list(TASKS)} and your own (see trainer.tasks). Default: a saved model's "
+            f"own tasks, else {list(PAPER_TASKS)}."
+        },
     )
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder with the CS224N-format files."})
     hub_datasets: list[str] = field(
@@ -138,7 +159,9 @@ def parse_args(argv: list[str]):
         return parser.parse_dict(values)
     preset = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else None
     # Presets go first: argparse keeps the last occurrence, so explicit flags win.
-    defaults = [item for key, value in preset_values(preset).items() for item in (f"--{key}", str(value))]
+    defaults = []
+    for key, value in preset_values(preset).items():
+        defaults += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
     return parser.parse_args_into_dataclasses(defaults + argv)
 
 
@@ -151,15 +174,27 @@ def preset_values(preset: str | None) -> dict:
 
 
 def load_raw_datasets(data_args: DataArguments, cache_dir: str | None) -> dict[str, datasets.DatasetDict]:
+    """Each task from its source: `--hub_datasets`, else its registry entry's files, `load` function or Hub source."""
     hub = hub_sources(data_args)
     raw = {}
-    for task in data_args.tasks:
-        if task in hub:
-            dataset_id, _, config = hub[task].partition(":")
-            raw[task] = load_hub_task(task, dataset_id, config or None, strict=data_args.strict, cache_dir=cache_dir)
+    for name in data_args.tasks:
+        task = get_task(name)
+        if name in hub:
+            dataset_id, _, config = hub[name].partition(":")
+            raw[name] = load_hub_task(name, dataset_id, config or None, strict=data_args.strict, cache_dir=cache_dir)
+        elif task.files is not None:
+            raw[name] = load_cs224n(name, data_args.data_dir, normalize=data_args.normalize, strict=data_args.strict)
+        elif task.load is not None:
+            raw[name] = datasets.DatasetDict(
+                {split: to_task_columns(dataset, name, strict=data_args.strict) for split, dataset in task.load().items()}
+            )
         else:
-            raw[task] = load_cs224n(task, data_args.data_dir, normalize=data_args.normalize, strict=data_args.strict)
+            raw[name] = load_hub_task(name, strict=data_args.strict, cache_dir=cache_dir)
     return raw
+
+
+def reads_files(task: str, data_args: DataArguments) -> bool:
+    return get_task(task).files is not None and task not in hub_sources(data_args)
 
 
 def hub_sources(data_args: DataArguments) -> dict[str, str]:
@@ -174,16 +209,15 @@ def hub_sources(data_args: DataArguments) -> dict[str, str]:
 
 def check_tasks(tasks: list[str]) -> None:
     for task in tasks:
-        if task not in TASK_SPECS:
-            raise ValueError(f"--tasks: unknown task {task!r}; known tasks are {list(TASK_SPECS)}.")
+        if task not in TASKS:
+            raise ValueError(f"--tasks: unknown task {task!r}; known tasks are {list(TASKS)} (register yours first).")
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"--tasks: a task is named twice in {tasks}.")
 
 
 def check_data_files(data_args: DataArguments, training_args: MultitaskTrainingArguments) -> None:
     """The files each requested split needs, before anything is loaded: a missing one is an error naming it."""
-    hub = hub_sources(data_args)
-    local = [task for task in data_args.tasks if task not in hub]
+    local = [task for task in data_args.tasks if reads_files(task, data_args)]
     if local and not Path(data_args.data_dir).is_dir():
         raise FileNotFoundError(f"--data_dir {data_args.data_dir}: no such folder (tasks {local} read from it).")
     needed = ["train"]  # the builder reads the train file in any case
@@ -191,7 +225,7 @@ def check_data_files(data_args: DataArguments, training_args: MultitaskTrainingA
         needed.append("validation")
     for task in local:
         for split in needed:
-            path = Path(data_args.data_dir) / TASKS[task].filename(split)
+            path = Path(data_args.data_dir) / data_file(task, split)
             if not path.is_file():
                 why = "training" if split == "train" else "evaluation (--do_eval, --eval_strategy)"
                 raise FileNotFoundError(
@@ -205,11 +239,17 @@ def evaluating(training_args: MultitaskTrainingArguments) -> bool:
 
 
 def describe_data(data_args: DataArguments) -> str:
-    hub = dict(item.split("=", 1) for item in data_args.hub_datasets)
-    return ", ".join(
-        f"{task} from the Hub ({hub[task]})" if task in hub else f"{task} from CS224N files ({data_args.data_dir})"
-        for task in data_args.tasks
-    )
+    hub = hub_sources(data_args)
+
+    def source(name):
+        task = get_task(name)
+        if name in hub:
+            return f"the Hub ({hub[name]})"
+        if task.files is not None:
+            return f"CS224N files ({data_args.data_dir})"
+        return "its own loader" if task.load is not None else f"the Hub ({task.hub.dataset_id})"
+
+    return ", ".join(f"{name} from {source(name)}" for name in data_args.tasks)
 
 
 def is_local_path(name: str) -> bool:
@@ -239,45 +279,92 @@ def load_config_dict(model_name_or_path: str, cache_dir: str | None) -> dict:
 def build_config(model_args: ModelArguments, tasks: list[str] | None) -> BertPalsConfig:
     """
     The model's configuration, with every option checked. A saved `BertPalsForMultitask` keeps its own tasks (the
-    default when --tasks is not given; their order does not matter) and its structure (PALs, sizes, STS head); a
-    plain BERT checkpoint gets PALs and heads for `tasks`.
+    default when --tasks is not given; their order does not matter) and its structure (PALs, sizes, heads); a plain
+    BERT checkpoint gets PALs and heads for `tasks`, as their registry entries and the head options say.
     """
     path = model_args.model_name_or_path
     config_dict = load_config_dict(path, model_args.cache_dir)
     overrides = {key: getattr(model_args, key) for key in MODEL_OPTIONS if getattr(model_args, key) is not None}
     model_type = config_dict.get("model_type")
-    if model_type == BertPalsConfig.model_type:
+    saved_model = model_type == BertPalsConfig.model_type
+    if saved_model:
         saved = config_dict.get("tasks") or {}
-        if tasks is None:  # the saved tasks, in the order the CLI knows them by
-            tasks = sorted(saved, key=lambda t: list(TASK_SPECS).index(t) if t in TASK_SPECS else len(TASK_SPECS))
+        if tasks is None:  # the saved tasks, registered ones in registry order
+            tasks = sorted(saved, key=lambda t: list(TASKS).index(t) if t in TASKS else len(TASKS))
         check_tasks(tasks)
         if sorted(tasks) != sorted(saved):
             raise ValueError(f"{path} was trained on tasks {sorted(saved)}, not {sorted(tasks)}.")
         for task in tasks:
             spec = {key: saved[task].get(key) for key in ("kind", "num_labels")}
-            if spec != TASK_SPECS[task]:
-                raise ValueError(f"{path}: task {task!r} has the head {spec}; its data needs {TASK_SPECS[task]}.")
+            needed = {key: get_task(task).head_spec()[key] for key in ("kind", "num_labels")}
+            if spec != needed:
+                raise ValueError(f"{path}: task {task!r} has the head {spec}; its data needs {needed}.")
         for key in STRUCTURAL_OPTIONS:
             if key in overrides and key in config_dict and overrides[key] != config_dict[key]:
                 raise ValueError(
                     f"--{key} {overrides[key]!r}: {path} is a saved model with {key}={config_dict[key]!r}; the option "
                     "would change which weights it has (check --preset too)."
                 )
-        overrides["tasks"] = {task: saved[task] for task in tasks}
+        specs = {task: dict(saved[task]) for task in tasks}
     elif model_type == "bert":
-        tasks = DEFAULT_TASKS if tasks is None else tasks
+        tasks = list(PAPER_TASKS) if tasks is None else tasks
         check_tasks(tasks)
-        overrides["tasks"] = {task: dict(TASK_SPECS[task]) for task in tasks}
+        specs = {task: get_task(task).head_spec() for task in tasks}
     else:
         raise ValueError(
             f"--model_name_or_path {path}: a {model_type!r} checkpoint; expected a BERT checkpoint or a saved "
             "BertPalsForMultitask."
         )
+    sts_head = overrides.get("sts_head", config_dict.get("sts_head", BertPalsConfig.sts_head))
+    overrides["tasks"] = apply_head_options(specs, model_args, sts_head, saved=path if saved_model else None)
     try:
         return BertPalsConfig.from_dict(config_dict, **overrides)
     except (ValueError, StrictDataclassError) as error:
         source = "the options" if model_type == "bert" else f"{path} or the options"
         raise ValueError(f"Invalid model configuration ({source}): {error}") from error
+
+
+def apply_head_options(specs: dict[str, dict], model_args: ModelArguments, sts_head: str,
+                       saved: str | None = None) -> dict[str, dict]:
+    """
+    The task entries with the head options of the command line (`--pair_encoding`, `--pair_features`, `--loss`): a
+    bare value sets the option of every task whose head takes it (at least one must), then a `task=value` item sets
+    one task's. A saved model (`saved`, its path) keeps the options that shape its weights.
+    """
+    result = {task: dict(spec) for task, spec in specs.items()}
+
+    def accepts(task, key, value):
+        try:
+            BertPalsConfig.check_task(task, {**result[task], key: value}, sts_head)
+        except ValueError as error:
+            return error
+        return None
+
+    for argument, key in HEAD_OPTIONS.items():
+        items = getattr(model_args, argument)
+        for value in [item for item in items if "=" not in item]:
+            takers = [task for task in result if accepts(task, key, value) is None]
+            if not takers:
+                raise ValueError(f"--{argument} {value}: none of the tasks {list(result)} has a head that takes it.")
+            for task in takers:
+                result[task][key] = value
+        for item in [item for item in items if "=" in item]:
+            task, _, value = item.partition("=")
+            if task not in result:
+                raise ValueError(f"--{argument} {item}: {task!r} is not one of the tasks {list(result)}.")
+            error = accepts(task, key, value)
+            if error is not None:
+                raise ValueError(f"--{argument} {item}: {error}")
+            result[task][key] = value
+    for task in result if saved is not None else ():
+        for key in STRUCTURAL_HEAD_OPTIONS:
+            before, after = (spec.get(key, TASK_OPTION_DEFAULTS[key]) for spec in (specs[task], result[task]))
+            if before != after:
+                raise ValueError(
+                    f"{HEAD_ARGUMENTS[key]} {after}: {saved} is a saved model whose task {task!r} has {key} "
+                    f"{before!r}; the option would change which weights it has."
+                )
+    return result
 
 
 def build_model(model_args: ModelArguments, config: BertPalsConfig) -> BertPalsForMultitask:
@@ -408,7 +495,7 @@ def main(argv: list[str] | None = None):
             if limit is not None:
                 dataset = dataset.select(range(min(limit, len(dataset))))
             with training_args.main_process_first(desc=f"tokenizing {task} {split}"):
-                prepared[task] = tokenize_task(dataset, tokenizer, task, TASK_SPECS[task]["kind"],
+                prepared[task] = tokenize_task(dataset, tokenizer, task, model.heads[task].encoding,
                                                data_args.max_seq_length, data_args.preprocessing_num_workers)
         return prepared
 
@@ -442,7 +529,7 @@ def main(argv: list[str] | None = None):
         for split, name in (("validation", "dev"), ("test", "test")):
             for task, dataset in prepare(split, None).items():
                 logits = trainer.predict(dataset, metric_key_prefix=f"predict_{task}").predictions
-                predictions = predictions_from_logits(logits, trainer.metric_name(task))
+                predictions = trainer.predictions(task, logits)
                 if trainer.is_world_process_zero():
                     path = write_predictions(output_dir / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
                     logger.info(f"Wrote {len(predictions)} predictions to {path}")

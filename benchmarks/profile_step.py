@@ -31,7 +31,7 @@ def build_trainer(preset: str, extra: list[str]) -> MultitaskTrainer:
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     model = run_multitask.build_model(model_args, run_multitask.build_config(model_args, data_args.tasks))
     train = {
-        task: run_multitask.tokenize_task(raw[task]["train"], tokenizer, task, run_multitask.TASK_SPECS[task]["kind"])
+        task: run_multitask.tokenize_task(raw[task]["train"], tokenizer, task, model.heads[task].encoding)
         for task in data_args.tasks
     }
     trainer = MultitaskTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)

@@ -12,6 +12,16 @@ from transformers import BertConfig
 
 
 TASK_KINDS = ("classification", "pair_classification", "pair_regression")
+# Per-task head options (`tasks[name]`): how a pair is encoded, the features of a bi-encoder pair head, the loss.
+PAIR_ENCODINGS = ("separate", "cross")
+PAIR_FEATURES = ("concat", "sbert")
+TASK_LOSSES = {
+    "classification": ("cross_entropy",),
+    "pair_classification": ("cross_entropy", "cross_entropy+ranking"),
+    "pair_regression": ("mse", "cosent"),
+}
+# What a task entry without the option gets.
+TASK_OPTION_DEFAULTS = {"encoding": "separate", "features": "concat"}
 STS_HEADS = ("linear", "cosine")
 POOLINGS = ("pooler", "mean")
 PAL_DECODER_INITS = ("zeros", "normal")
@@ -38,9 +48,14 @@ class BertPalsConfig(BertConfig):
     use_pals (`bool`, defaults to `True`):
         Without PALs the encoder is exactly BERT.
     tasks (`dict`, *optional*):
-        `{name: {"kind": ..., "num_labels": ...}}` with kind one of "classification" (one sentence),
-        "pair_classification" and "pair_regression" (two sentences encoded separately, a score in [0, 5]).
-        Defaults to the paper's `sst` (5 classes), `para` (2 classes) and `sts` (regression).
+        `{name: {"kind": ..., "num_labels": ..., ...}}` with kind one of "classification" (one sentence),
+        "pair_classification" and "pair_regression" (two sentences, a score in [0, `max_score`], 5 by default).
+        Defaults to the paper's `sst` (5 classes), `para` (2 classes) and `sts` (regression). Optional head options
+        of a pair task: `encoding` ("separate": each sentence encoded alone, as in the paper; "cross": the pair as
+        one sequence `[CLS] a [SEP] b [SEP]`), `features` of a separate pair's linear head ("concat": `[u, v]`, the
+        paper's; "sbert": `[u, v, |u - v|, u * v]`), and of every task `loss`: "cross_entropy" (classification),
+        "cross_entropy+ranking" (binary pair classification, separate encoding: plus a multiple-negatives ranking
+        loss over the batch's positive pairs), "mse" or "cosent" (regression).
     sts_head (`str`, defaults to `"cosine"`):
         Head of the pair-regression tasks: "linear" (the paper's baseline: concatenation -> dropout -> linear ->
         sigmoid x 5) or "cosine" (the paper's improvement: ReLU(cos(u, v)) x 5).
@@ -87,12 +102,7 @@ class BertPalsConfig(BertConfig):
         if not isinstance(self.tasks, dict) or not self.tasks:
             raise ValueError("`tasks` is empty: give at least one task, e.g. {'sst': {'kind': 'classification'}}.")
         for name, spec in self.tasks.items():
-            kind = spec.get("kind")
-            if kind not in TASK_KINDS:
-                raise ValueError(f"Task {name!r} has kind {kind!r}; expected one of {TASK_KINDS}.")
-            num_labels = spec.get("num_labels", 1)
-            if not isinstance(num_labels, int) or num_labels < 1:
-                raise ValueError(f"Task {name!r} has num_labels={num_labels!r}; expected a positive int.")
+            self.check_task(name, spec, self.sts_head)
         if self.pal_size <= 0 or self.pal_num_heads <= 0 or self.pal_size % self.pal_num_heads != 0:
             raise ValueError(
                 f"pal_size ({self.pal_size}) must be a positive multiple of pal_num_heads ({self.pal_num_heads})."
@@ -106,6 +116,32 @@ class BertPalsConfig(BertConfig):
                 raise ValueError(f"Unknown {name} {value!r}; expected one of {allowed}.")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1); got {self.classifier_dropout}.")
+
+    @staticmethod
+    def check_task(name: str, spec: dict, sts_head: str = "cosine"):
+        """Checks one entry of `tasks`: its kind, number of labels and head options (a `ValueError` otherwise)."""
+        kind = spec.get("kind")
+        if kind not in TASK_KINDS:
+            raise ValueError(f"Task {name!r} has kind {kind!r}; expected one of {TASK_KINDS}.")
+        num_labels = spec.get("num_labels", 1)
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"Task {name!r} has num_labels={num_labels!r}; expected a positive int.")
+        pair = kind != "classification"
+        for option, value, allowed in (
+            ("encoding", spec.get("encoding", "separate"), PAIR_ENCODINGS if pair else ("separate",)),
+            ("features", spec.get("features", "concat"), PAIR_FEATURES if pair else ("concat",)),
+            ("loss", spec.get("loss", TASK_LOSSES[kind][0]), TASK_LOSSES[kind]),
+        ):
+            if value not in allowed:
+                raise ValueError(f"Task {name!r} ({kind}): {option} {value!r} is not one of {allowed}.")
+        if spec.get("encoding") == "cross" and spec.get("features", "concat") != "concat":
+            raise ValueError(f"Task {name!r}: `features` are those of two separately encoded sentences, not 'cross'.")
+        if kind == "pair_regression" and sts_head == "cosine" and spec.get("features", "concat") != "concat":
+            raise ValueError(f"Task {name!r}: the cosine head has no `features` (sts_head='linear' has).")
+        if spec.get("loss") == "cross_entropy+ranking" and (spec.get("encoding") == "cross" or num_labels != 2):
+            raise ValueError(
+                f"Task {name!r}: the ranking loss needs two separately encoded sentences and binary labels."
+            )
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:

@@ -323,74 +323,208 @@ class BertPalsModel(BertPalsPreTrainedModel):
         return not bool(attention_mask.all())
 
 
-class SentenceClassificationHead(nn.Module):
+class TaskHead(nn.Module):
+    """
+    A task's head, and what depends on the kind of task: which input it reads (`encoding`), its loss, its predictions
+    and the metric the task is judged by.
+
+    `encoding` is "single" (one sentence), "separate" (a pair, each sentence encoded alone: a bi-encoder, as in the
+    paper) or "cross" (a pair as one sequence `[CLS] a [SEP] b [SEP]`: a cross-encoder). `forward` maps the sentence
+    embedding(s) to the logits (classification) or scores (regression).
+    """
+
+    encoding = "single"
+    metric = "accuracy"
+    is_regression = False
+    losses = ("cross_entropy",)
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self.loss_name = spec.get("loss", self.losses[0])
+
+    def loss(self, logits, labels, embeddings, embeddings_b=None) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels.long())
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class ids, or the scores of a regression task."""
+        return logits.argmax(-1)
+
+
+class SentenceClassificationHead(TaskHead):
     """SST: dropout and a linear layer on the sentence embedding."""
 
-    def __init__(self, config: BertPalsConfig, num_labels: int):
-        super().__init__()
+    def __init__(self, config: BertPalsConfig, spec: dict):
+        super().__init__(spec)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.classifier = nn.Linear(config.hidden_size, spec["num_labels"])
 
     def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(embeddings))
 
 
-class PairClassificationHead(nn.Module):
-    """Paraphrase: both sentence embeddings concatenated, dropout, a linear layer to the logits."""
+class CrossEncoderClassificationHead(SentenceClassificationHead):
+    """A pair read as one sequence: dropout and a linear layer on the embedding of the joint sequence."""
 
-    def __init__(self, config: BertPalsConfig, num_labels: int):
-        super().__init__()
+    encoding = "cross"
+
+
+def pair_features(embeddings: torch.Tensor, embeddings_b: torch.Tensor, features: str) -> torch.Tensor:
+    """`[u, v]` (the paper's) or `[u, v, |u - v|, u * v]` (Sentence-BERT's) of two sentence embeddings."""
+    if features == "sbert":
+        return torch.cat([embeddings, embeddings_b, (embeddings - embeddings_b).abs(), embeddings * embeddings_b], -1)
+    return torch.cat([embeddings, embeddings_b], dim=-1)
+
+
+def pair_features_size(config: BertPalsConfig, features: str) -> int:
+    return (4 if features == "sbert" else 2) * config.hidden_size
+
+
+def ranking_loss(embeddings: torch.Tensor, candidates: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """
+    Multiple-negatives ranking: each anchor `embeddings[i]` should be closer (cosine x `scale`) to `candidates[i]`
+    than to every other candidate of the batch, as a cross-entropy over the candidates.
+    """
+    scores = F.cosine_similarity(embeddings.float().unsqueeze(1), candidates.float().unsqueeze(0), dim=-1) * scale
+    return F.cross_entropy(scores, torch.arange(len(embeddings), device=scores.device))
+
+
+class PairClassificationHead(TaskHead):
+    """
+    Paraphrase: the features of both sentence embeddings (see `pair_features`), dropout, a linear layer to the
+    logits. Loss "cross_entropy+ranking" adds `ranking_loss` with the duplicate pairs' first sentences as anchors and
+    every second sentence of the batch as candidates.
+    """
+
+    encoding = "separate"
+    losses = ("cross_entropy", "cross_entropy+ranking")
+
+    def __init__(self, config: BertPalsConfig, spec: dict):
+        super().__init__(spec)
+        self.features = spec.get("features", "concat")
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(2 * config.hidden_size, num_labels)
+        self.classifier = nn.Linear(pair_features_size(config, self.features), spec["num_labels"])
 
     def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.cat([embeddings, embeddings_b], dim=-1)))
+        return self.classifier(self.dropout(pair_features(embeddings, embeddings_b, self.features)))
+
+    def loss(self, logits, labels, embeddings, embeddings_b=None) -> torch.Tensor:
+        loss = super().loss(logits, labels, embeddings, embeddings_b)
+        if self.loss_name == "cross_entropy+ranking":
+            positives = labels == 1
+            # Candidates: the positives' own second sentences first (the targets), then every other one.
+            candidates = torch.cat([embeddings_b[positives], embeddings_b[~positives]])
+            # Without positives the ranking term is 0, with the graph kept (every process runs the same backward).
+            anchors = embeddings[positives]
+            loss = loss + (ranking_loss(anchors, candidates) if len(anchors) else candidates.sum() * 0.0)
+        return loss
 
 
-class PairRegressionHead(PairClassificationHead):
-    """The paper's STS baseline: concatenation, dropout, linear to one value, sigmoid scaled to [0, max_score]."""
+class RegressionHead(TaskHead):
+    """A score in [0, `max_score`]; loss "mse" (the paper's) or "cosent" (CoSENT: a ranking of the pairs' scores)."""
 
-    def __init__(self, config: BertPalsConfig, max_score: float):
-        super().__init__(config, num_labels=1)
-        self.max_score = max_score
+    metric = "pearson"
+    is_regression = True
+    losses = ("mse", "cosent")
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        self.max_score = float(spec.get("max_score", 5.0))
+
+    def similarity(self, logits, embeddings, embeddings_b) -> torch.Tensor:
+        """What CoSENT ranks: the score on a [0, 1] scale."""
+        return logits / self.max_score
+
+    def loss(self, logits, labels, embeddings, embeddings_b=None) -> torch.Tensor:
+        if self.loss_name == "cosent":
+            return cosent_loss(self.similarity(logits, embeddings, embeddings_b), labels)
+        return F.mse_loss(logits.float(), labels.float())
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+
+def cosent_loss(similarities: torch.Tensor, labels: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """
+    CoSENT (Su 2022; the STS loss of sentence-transformers): `log(1 + sum over pairs with labels[i] > labels[j] of
+    exp(scale * (similarities[j] - similarities[i])))`, which asks only for the order of the labels.
+    """
+    similarities = similarities.float() * scale
+    differences = similarities[None, :] - similarities[:, None]  # [i, j] = s_j - s_i
+    wrong_order = labels.float()[:, None] > labels.float()[None, :]
+    differences = differences - (~wrong_order).float() * 1e12  # pairs not in that order drop out of the sum
+    return torch.logsumexp(torch.cat([differences.new_zeros(1), differences.reshape(-1)]), dim=0)
+
+
+class PairRegressionHead(RegressionHead):
+    """The paper's STS baseline: the pair's features, dropout, linear to one value, sigmoid scaled to [0, max_score]."""
+
+    encoding = "separate"
+
+    def __init__(self, config: BertPalsConfig, spec: dict):
+        super().__init__(spec)
+        self.features = spec.get("features", "concat")
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(pair_features_size(config, self.features), 1)
 
     def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(super().forward(embeddings, embeddings_b)).squeeze(-1) * self.max_score
+        features = pair_features(embeddings, embeddings_b, self.features)
+        return torch.sigmoid(self.classifier(self.dropout(features))).squeeze(-1) * self.max_score
 
 
-class CosineSimilarityHead(nn.Module):
+class CosineSimilarityHead(RegressionHead):
     """The paper's STS improvement, without parameters: ReLU(cos(u, v)) scaled to [0, max_score]."""
 
-    def __init__(self, max_score: float):
-        super().__init__()
-        self.max_score = max_score
+    encoding = "separate"
+
+    def __init__(self, config: BertPalsConfig, spec: dict):
+        super().__init__(spec)
 
     def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor) -> torch.Tensor:
         # clamp(min=0) is the ReLU; the upper bound only removes rounding (a cosine of 1.0000001).
         return F.cosine_similarity(embeddings, embeddings_b, dim=-1).clamp(0.0, 1.0) * self.max_score
 
+    def similarity(self, logits, embeddings, embeddings_b) -> torch.Tensor:
+        # The cosine itself: the ReLU would give the ranking loss no gradient below 0.
+        return F.cosine_similarity(embeddings, embeddings_b, dim=-1)
 
-def build_task_head(config: BertPalsConfig, spec: dict) -> nn.Module:
+
+class CrossEncoderRegressionHead(RegressionHead):
+    """A pair read as one sequence: dropout, linear to one value, sigmoid scaled to [0, max_score]."""
+
+    encoding = "cross"
+
+    def __init__(self, config: BertPalsConfig, spec: dict):
+        super().__init__(spec)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, embeddings: torch.Tensor, embeddings_b: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.classifier(self.dropout(embeddings))).squeeze(-1) * self.max_score
+
+
+def task_head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:
+    """The head class of a task entry of `BertPalsConfig.tasks` (`sts_head` chooses between the two STS heads)."""
+    cross = spec.get("encoding") == "cross"
     if spec["kind"] == "classification":
-        return SentenceClassificationHead(config, spec["num_labels"])
+        return SentenceClassificationHead
     if spec["kind"] == "pair_classification":
-        return PairClassificationHead(config, spec["num_labels"])
-    max_score = float(spec.get("max_score", 5.0))
-    if config.sts_head == "cosine":
-        return CosineSimilarityHead(max_score)
-    return PairRegressionHead(config, max_score)
+        return CrossEncoderClassificationHead if cross else PairClassificationHead
+    if cross:
+        return CrossEncoderRegressionHead
+    return CosineSimilarityHead if sts_head == "cosine" else PairRegressionHead
 
 
 @dataclass
 class MultitaskOutput(ModelOutput):
     """
     loss (`torch.Tensor` of shape `()`, returned when `labels` is given):
-        Cross-entropy for classification tasks, mean squared error for the regression task.
+        The loss of the task's head: cross-entropy for classification (plus a ranking term, if configured), mean
+        squared error or CoSENT for regression.
     logits (`torch.Tensor`):
         `(batch_size, num_labels)` for classification tasks, `(batch_size,)` scores for the regression task.
     embeddings (`torch.Tensor` of shape `(batch_size, hidden_size)`):
-        Sentence embeddings of the first sentence.
-    embeddings_b (`torch.Tensor` of shape `(batch_size, hidden_size)`, pair tasks only):
+        Sentence embeddings of the first sentence (of the joint sequence, for a cross-encoded pair).
+    embeddings_b (`torch.Tensor` of shape `(batch_size, hidden_size)`, pair tasks encoded separately only):
         Sentence embeddings of the second sentence.
     """
 
@@ -409,7 +543,9 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
     def __init__(self, config: BertPalsConfig):
         super().__init__(config)
         self.bert = BertPalsModel(config)
-        self.heads = nn.ModuleDict({task: build_task_head(config, spec) for task, spec in config.tasks.items()})
+        self.heads = nn.ModuleDict(
+            {task: task_head_class(spec, config.sts_head)(config, spec) for task, spec in config.tasks.items()}
+        )
         self.post_init()
 
     def embed(self, input_ids, attention_mask=None, token_type_ids=None, task=None) -> torch.Tensor:
@@ -458,36 +594,28 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         task (`str`):
             Which task's PALs and head to run, one of `config.task_names`.
         input_ids_b, attention_mask_b, token_type_ids_b (*optional*):
-            The second sentence of pair tasks, encoded separately from the first.
+            The second sentence of a pair task whose head encodes the two sentences separately (a cross-encoding
+            head reads both in `input_ids`).
         labels (`torch.Tensor`, *optional*):
-            Class indices for classification tasks, scores in [0, 5] for the regression task.
+            Class indices for classification tasks, scores in [0, max_score] for regression tasks.
         """
         if task not in self.heads:
             raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
-        kind = self.config.tasks[task]["kind"]
-        self._check_inputs(task, kind, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
+        head = self.heads[task]
+        self._check_inputs(task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
                            token_type_ids_b, labels)
-        if kind == "classification":
-            embeddings = self.embed(input_ids, attention_mask, token_type_ids, task=task)
-            embeddings_b = None
-        else:
-            if input_ids_b is None:
-                raise ValueError(f"Task {task!r} is a sentence-pair task: pass `input_ids_b` too.")
+        if head.encoding == "separate":
             embeddings, embeddings_b = self._embed_pair(
                 task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b
             )
-        logits = self.heads[task](embeddings, embeddings_b)
-
-        loss = None
-        if labels is not None:
-            if kind == "pair_regression":
-                loss = F.mse_loss(logits.float(), labels.float())
-            else:
-                loss = F.cross_entropy(logits.float(), labels.long())
+        else:
+            embeddings, embeddings_b = self.embed(input_ids, attention_mask, token_type_ids, task=task), None
+        logits = head(embeddings, embeddings_b)
+        loss = head.loss(logits, labels, embeddings, embeddings_b) if labels is not None else None
         return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
 
     @staticmethod
-    def _check_inputs(task, kind, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
+    def _check_inputs(task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
                       token_type_ids_b, labels):
         """Shapes and dtypes only (no values: that would synchronise with the device at every step)."""
 
@@ -507,7 +635,9 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             raise ValueError("Pass `input_ids` (integer tensor of shape [batch_size, sequence_length]).")
         check_ids("input_ids", input_ids, "attention_mask", attention_mask, "token_type_ids", token_type_ids)
         batch_size = input_ids.shape[0]
-        if kind != "classification" and input_ids_b is not None:
+        if head.encoding == "separate":
+            if input_ids_b is None:
+                raise ValueError(f"Task {task!r} is a sentence-pair task: pass `input_ids_b` too.")
             check_ids("input_ids_b", input_ids_b, "attention_mask_b", attention_mask_b, "token_type_ids_b",
                       token_type_ids_b)
             if input_ids_b.shape[0] != batch_size:
@@ -515,20 +645,31 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
                     f"`input_ids_b` must hold the second sentence of each of the {batch_size} pairs, shape "
                     f"[{batch_size}, sequence_length]; got {describe(input_ids_b)}."
                 )
+        elif head.encoding == "cross" and input_ids_b is not None:
+            raise ValueError(
+                f"Task {task!r} reads a pair as one sequence (a cross-encoder): pass both sentences in `input_ids` "
+                "(`tokenizer(first, second)`), not `input_ids_b`."
+            )
         if labels is None:
             return
-        regression = kind == "pair_regression"
         valid = (
             torch.is_tensor(labels)
             and labels.shape == (batch_size,)
             and not labels.is_complex()
             and labels.dtype != torch.bool
-            and (regression or not labels.is_floating_point())
+            and (head.is_regression or not labels.is_floating_point())
         )
         if not valid:
-            expected = "a float tensor of scores" if regression else "an integer (torch.long) tensor of class indices"
+            expected = (
+                "a float tensor of scores" if head.is_regression else "an integer (torch.long) tensor of class indices"
+            )
             got = describe(labels) if torch.is_tensor(labels) else type(labels).__name__
             raise ValueError(f"Task {task!r}: `labels` must be {expected} of shape [{batch_size}]; got {got}.")
+
+    @staticmethod
+    def head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:
+        """The head class a task entry of `config.tasks` gets."""
+        return task_head_class(spec, sts_head)
 
     def parameter_task(self, name: str) -> str | None:
         """The task a parameter belongs to (its PALs or head), or None for the parameters all tasks share."""
@@ -555,4 +696,4 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         return [p for _, p in self.named_task_parameters(task)]
 
 
-__all__ = ["BertPalsForMultitask", "BertPalsModel", "BertPalsPreTrainedModel"]
+__all__ = ["BertPalsForMultitask", "BertPalsModel", "BertPalsPreTrainedModel", "TaskHead"]

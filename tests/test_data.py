@@ -12,15 +12,9 @@ import shutil
 import datasets
 import pytest
 
-from trainer.cs224n_builder import (
-    TASKS,
-    Cs224nBuilder,
-    Cs224nConfig,
-    load_cs224n,
-    normalize_sentence,
-    task_features,
-)
-from trainer.hub_tasks import HUB_SOURCES, to_task_columns
+from trainer.cs224n_builder import Cs224nBuilder, Cs224nConfig, load_cs224n, normalize_sentence
+from trainer.hub_tasks import to_task_columns
+from trainer.tasks import TASKS
 
 # The real data directory comes from the `data_dir` fixture of tests/conftest.py:
 # $BERT_PALS_DATA_DIR, else <repo>/../shared/data (fails if absent).
@@ -52,7 +46,7 @@ def test_real_data_row_counts_and_schema(task, data_dir, caplog):
     assert isinstance(dsd, datasets.DatasetDict)
     assert {split: len(ds) for split, ds in dsd.items()} == EXPECTED_ROWS[task]
     for ds in dsd.values():
-        assert ds.features == task_features(task)
+        assert ds.features == TASKS[task].features()
         assert ds.column_names == ["id", *TASKS[task].text_columns, "label"]
     warnings = _warnings(caplog)
     if task == "para":
@@ -284,8 +278,8 @@ def test_hub_mapping_sst_renames_and_creates_ids():
     ds = datasets.Dataset.from_dict(
         {"text": [" A fine film. ", "Bad."], "label": [4, 0], "label_text": ["very positive", "very negative"]}
     )
-    out = to_task_columns(ds, "sst", HUB_SOURCES["sst"].column_mapping)
-    assert out.features == task_features("sst")
+    out = to_task_columns(ds, "sst", TASKS["sst"].hub.column_mapping)
+    assert out.features == TASKS["sst"].features()
     assert out.column_names == ["id", "sentence", "label"]
     assert out["id"] == ["0", "1"]
     assert out["sentence"] == ["A fine film.", "Bad."]
@@ -298,20 +292,20 @@ def test_hub_mapping_para_and_sts_cast_labels():
     qqp = datasets.Dataset.from_dict(
         {"question1": ["q1", "q2"], "question2": ["p1", "p2"], "label": [1, 0], "idx": [10, 11]}
     )
-    out = to_task_columns(qqp, "para", HUB_SOURCES["para"].column_mapping)
+    out = to_task_columns(qqp, "para", TASKS["para"].hub.column_mapping)
     assert out["id"] == ["10", "11"] and out["label"] == [1, 0]
-    assert out.features == task_features("para")
+    assert out.features == TASKS["para"].features()
 
     stsb = datasets.Dataset.from_dict(
         {"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [4, 2.5], "idx": [0, 1]}
     )
-    out = to_task_columns(stsb, "sts", HUB_SOURCES["sts"].column_mapping)
+    out = to_task_columns(stsb, "sts", TASKS["sts"].hub.column_mapping)
     assert out.features["label"] == datasets.Value("float32") and out["label"] == [4.0, 2.5]
 
 
 def test_hub_unlabeled_split_gets_none():
     test = datasets.Dataset.from_dict({"question1": ["q"], "question2": ["p"], "label": [-1], "idx": [3]})
-    out = to_task_columns(test, "para", HUB_SOURCES["para"].column_mapping)
+    out = to_task_columns(test, "para", TASKS["para"].hub.column_mapping)
     assert out["label"] == [None]
 
 

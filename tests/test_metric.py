@@ -30,7 +30,7 @@ def no_network(monkeypatch):
 
 def test_load_by_path_offline_and_fast(no_network):
     t0 = time.perf_counter()
-    for name in ("accuracy", "pearson", "sst", "para", "sts", "cfimdb"):
+    for name in ("accuracy", "pearson"):
         metric = evaluate.load(METRIC_PATH, name)
         assert isinstance(metric, evaluate.Metric)
     assert time.perf_counter() - t0 < 5.0
@@ -44,8 +44,8 @@ def test_accuracy_matches_numpy(no_network):
     result = metric.compute(predictions=preds, references=refs)
     assert set(result) == {"accuracy"}
     assert result["accuracy"] == pytest.approx(float(np.mean(preds == refs)), abs=1e-12)
-    # task alias; batches added incrementally; float 0.0/1.0 labels (as in quora files)
-    metric = evaluate.load(METRIC_PATH, "para")
+    # batches added incrementally; float 0.0/1.0 labels (as in quora files)
+    metric = evaluate.load(METRIC_PATH, "accuracy")
     metric.add_batch(predictions=[1.0, 0.0], references=[1, 1])
     metric.add_batch(predictions=[0], references=[0])
     assert metric.compute() == {"accuracy": pytest.approx(2 / 3)}
@@ -59,8 +59,6 @@ def test_pearson_matches_scipy(seed, no_network):
     result = evaluate.load(METRIC_PATH, "pearson").compute(predictions=preds, references=refs)
     assert set(result) == {"pearson"}
     assert result["pearson"] == pytest.approx(scipy.stats.pearsonr(preds, refs)[0], abs=1e-10)
-    alias = evaluate.load(METRIC_PATH, "sts").compute(predictions=preds, references=refs)
-    assert alias["pearson"] == pytest.approx(result["pearson"], abs=1e-12)
 
 
 def test_pearson_keeps_float64_precision():

@@ -12,20 +12,12 @@ from safetensors.torch import load_file
 from transformers import BertModel
 
 import plot_multitask
+from conftest import tiny_args
 import run_multitask
 from trainer.cs224n_builder import load_cs224n
 from trainer.predictions import read_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_args(checkpoint, data_dir, output_dir, *extra):
-    return [
-        "--model_name_or_path", checkpoint, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
-        "--pal_size", "12", "--pal_num_heads", "3", "--pal_decoder_init", "normal", "--classifier_dropout", "0",
-        "--report_to", "none", "--disable_tqdm", "True", "--seed", "0", "--dataloader_pin_memory", "False",
-        *extra,
-    ]
 
 
 def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):

@@ -3,7 +3,6 @@
 from transformers import AutoTokenizer
 
 from modeling_bert_pals import BertPalsForMultitask
-from run_multitask import TASK_SPECS
 from trainer.cs224n_builder import load_cs224n
 from trainer.multitask_trainer import MultitaskTrainer
 from trainer.tokenization import tokenize_task
@@ -15,12 +14,12 @@ DEV_ROWS = 400  # per task: enough for differences of a few points, quick on two
 def test_short_run_beats_the_untrained_model(minilm_path, data_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     train, dev = {}, {}
-    for task in ("sst", "para", "sts"):
-        raw = load_cs224n(task, data_dir)
-        train[task] = tokenize_task(raw["train"], tokenizer, task, TASK_SPECS[task]["kind"])
-        dev[task] = tokenize_task(raw["validation"].select(range(DEV_ROWS)), tokenizer, task, TASK_SPECS[task]["kind"])
     # The combined preset: PALs, cosine STS head, GradVac.
     model = BertPalsForMultitask.from_pretrained(minilm_path, use_pals=True, sts_head="cosine")
+    for task in model.config.task_names:
+        raw, encoding = load_cs224n(task, data_dir), model.heads[task].encoding
+        train[task] = tokenize_task(raw["train"], tokenizer, task, encoding)
+        dev[task] = tokenize_task(raw["validation"].select(range(DEV_ROWS)), tokenizer, task, encoding)
     args = MultitaskTrainingArguments(
         output_dir=str(tmp_path), max_steps=240, per_device_train_batch_size=8, per_device_eval_batch_size=64,
         learning_rate=5e-5, warmup_steps=20, gradient_surgery="gradvac", report_to="none", save_strategy="no",

@@ -1,75 +1,77 @@
-"""`datasets` builder for the CS224N "minBERT" data files (SST-5, Quora, STS, CFIMDB).
-
-The files are tab-separated with a header row and an unnamed first column (a
-row index); see the data directory's README.md. Each task is one builder
-config:
-
-=========  ===========================  ==========================  =====================
-config     files (in ``data_dir``)      text columns                ``label`` feature
-=========  ===========================  ==========================  =====================
-sst        ids-sst-{split}.csv          sentence                    ClassLabel(5), int64
-para       quora-{split}.csv            sentence1, sentence2        ClassLabel(2), int64
-sts        sts-{split}.csv              sentence1, sentence2        Value("float32")
-cfimdb     ids-cfimdb-{split}.csv       sentence                    ClassLabel(2), int64
-=========  ===========================  ==========================  =====================
-
-Every config also has ``id`` (``Value("string")``). Splits: ``train`` (``-train``),
-``validation`` (``-dev``), ``test`` (``-test-student``); ``validation`` and ``test``
-exist only where their file exists. The test files carry no label column: their
-rows get ``label = None`` (the features allow nulls; ``ClassLabel`` stores an int64
-column with nulls).
-
-Bad rows -- empty/unparsable/out-of-range label, missing or empty sentence or id,
-wrong number of fields, a TAB inside a field (a sign of an unbalanced quote) -- are
-skipped and counted, with ONE ``logging`` warning per file (logger
-``trainer.cs224n_builder``) naming the file, the number skipped and the first
-line numbers with their reasons. With ``strict=True`` the first bad row raises
-``ValueError("<path>: line <n>: <reason>")``. Line numbers are physical line
-numbers in the file, header = line 1 (for a record spanning several lines, its
-first line). A blank line counts as a bad row. A train/dev file without its label
-column, or any file without ``id`` or a sentence column, raises ``ValueError``
-(header problem, not a row problem) in both modes.
-
-Quotes: fields are read with standard CSV ``"`` quoting (``csv`` module, the same
-parse as ``csv.DictReader(f, delimiter="\t")``). Quote characters left inside the
-text after that -- e.g. Quora questions wrapped in an extra layer of quoting
-(``"What does ""x"" mean?"``, 580 values in quora-train) or STS sentences with an
-unbalanced ``"`` -- are kept verbatim, deliberately: the course's reader keeps them
-too and the reference numbers were produced with them. The normalisation does not
-touch ``"``.
-
-Usage (offline, no hub, no dataset script)::
-
-    from trainer.cs224n_builder import load_cs224n
-    dsd = load_cs224n("sst", "/path/to/data")            # DatasetDict, in memory
-
-    # or as a plain builder, cached in ``cache_dir``:
-    builder = Cs224nBuilder(config_name="sst", data_dir=..., cache_dir=...)
-    builder.download_and_prepare()
-    dsd = builder.as_dataset()
-
-Caching: the builder's cache directory depends on the task, ``data_dir``,
-``normalize``, ``strict`` (config id) and on a hash of the files' *contents* plus
-the parser revision, so variants never mix and edited files are re-read. When a
-cached copy is reused, the bad-row warnings recorded at preparation time (stored
-next to the Arrow files) are emitted again, so a cache hit is never silent.
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """
+`datasets` builder for tasks stored as CS224N "minBERT" data files (SST-5, Quora, STS, CFIMDB, or any registered
+[`~trainer.tasks.Task`] with `files`).
 
-from __future__ import annotations
+The files are tab-separated with a header row and an unnamed first column (a row index); see the data directory's
+README.md. A task's files are `{task.files}-train.csv`, `-dev.csv` and `-test-student.csv` in `data_dir`, with the
+columns `id`, the task's text columns and its `label_column`. The task name is the builder config:
+
+| config | files                | text columns         | `label` feature           |
+|--------|----------------------|----------------------|---------------------------|
+| sst    | ids-sst-{split}.csv  | sentence             | ClassLabel(5), int64      |
+| para   | quora-{split}.csv    | sentence1, sentence2 | ClassLabel(2), int64      |
+| sts    | sts-{split}.csv      | sentence1, sentence2 | Value("float32"), 0 to 5  |
+| cfimdb | ids-cfimdb-{split}.csv | sentence           | ClassLabel(2), int64      |
+
+Every config also has `id` (`Value("string")`). Splits: `train` (`-train`), `validation` (`-dev`), `test`
+(`-test-student`); `validation` and `test` exist only where their file exists. The test files carry no label column:
+their rows get `label = None`.
+
+Bad rows (an empty, unparsable or out-of-range label, a missing or empty sentence or id, a wrong number of fields, a
+TAB inside a field: a sign of an unbalanced quote) are skipped and counted, with ONE warning per file (logger
+`trainer.cs224n_builder`) naming the file, the number skipped and the first line numbers with their reasons. With
+`strict=True` the first bad row raises `ValueError("<path>: line <n>: <reason>")`. Line numbers are physical line
+numbers in the file, header = line 1 (for a record spanning several lines, its first line). A blank line counts as a
+bad row. A train/dev file without its label column, or any file without `id` or a sentence column, raises
+`ValueError` (a header problem, not a row problem) in both modes.
+
+Quotes: fields are read with standard CSV `"` quoting (the parse of `csv.DictReader(f, delimiter="\t")`). Quote
+characters left inside the text after that (Quora questions wrapped in an extra layer of quoting, `"What does ""x""
+mean?"`, 580 values in quora-train, or STS sentences with an unbalanced `"`) are kept verbatim, deliberately: the
+course's reader keeps them too and the reference numbers were produced with them. The normalisation does not touch
+`"`.
+
+Usage (offline, no Hub, no dataset script):
+
+```python
+from trainer.cs224n_builder import load_cs224n
+
+dataset = load_cs224n("sst", "/path/to/data")  # a DatasetDict, in memory
+
+# or as a plain builder, cached in `cache_dir`:
+builder = Cs224nBuilder(config_name="sst", data_dir=..., cache_dir=...)
+builder.download_and_prepare()
+dataset = builder.as_dataset()
+```
+
+Caching: the builder's cache directory depends on the task, `data_dir`, `normalize`, `strict` (config id) and on a
+hash of the files' *contents* plus the parser revision, so variants never mix and edited files are re-read. When a
+cached copy is reused, the bad-row warnings recorded at preparation time (stored next to the Arrow files) are emitted
+again, so a cache hit is never silent.
+"""
 
 import csv
 import dataclasses
 import hashlib
 import json
-import logging
-import math
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import datasets
+from transformers.utils import logging
 
-logger = logging.getLogger(__name__)
+from .tasks import Task, get_task
+
+
+logger = logging.get_logger(__name__)
 
 # Bump when parsing/validation changes: it is part of the cache hash.
 PARSER_REVISION = "2"
@@ -83,88 +85,12 @@ SPLIT_SUFFIXES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """Static description of one CS224N task."""
-
-    name: str
-    file_prefix: str
-    text_columns: tuple[str, ...]  # column names, identical in the files and the features
-    label_column: str  # column name in the files
-    label_kind: str  # "class" or "float"
-    label_names: tuple[str, ...] = ()
-    label_min: float = 0.0
-    label_max: float = 0.0
-    description: str = ""
-
-    def filename(self, split: str) -> str:
-        return f"{self.file_prefix}-{SPLIT_SUFFIXES[split]}.csv"
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names) if self.label_kind == "class" else 1
-
-
-TASKS: dict[str, TaskSpec] = {
-    "sst": TaskSpec(
-        name="sst",
-        file_prefix="ids-sst",
-        text_columns=("sentence",),
-        label_column="sentiment",
-        label_kind="class",
-        label_names=("very negative", "negative", "neutral", "positive", "very positive"),
-        description="SST-5 sentiment (5 classes).",
-    ),
-    "para": TaskSpec(
-        name="para",
-        file_prefix="quora",
-        text_columns=("sentence1", "sentence2"),
-        label_column="is_duplicate",
-        label_kind="class",
-        label_names=("not_duplicate", "duplicate"),
-        description="Quora Question Pairs paraphrase detection (binary).",
-    ),
-    "sts": TaskSpec(
-        name="sts",
-        file_prefix="sts",
-        text_columns=("sentence1", "sentence2"),
-        label_column="similarity",
-        label_kind="float",
-        label_min=0.0,
-        label_max=5.0,
-        description="SemEval STS benchmark, similarity 0.0-5.0.",
-    ),
-    "cfimdb": TaskSpec(
-        name="cfimdb",
-        file_prefix="ids-cfimdb",
-        text_columns=("sentence",),
-        label_column="sentiment",
-        label_kind="class",
-        label_names=("negative", "positive"),
-        description="CFIMDB binary sentiment.",
-    ),
-}
-
-
-def get_task(task: str) -> TaskSpec:
-    """Return the :class:`TaskSpec` of ``task``; ``ValueError`` listing the known tasks otherwise."""
-    try:
-        return TASKS[task]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown task {task!r}; known tasks: {sorted(TASKS)}") from None
-
-
-def task_features(task: str) -> datasets.Features:
-    """The feature schema shared by the builder and :mod:`trainer.hub_tasks`."""
-    spec = get_task(task)
-    feats: dict[str, Any] = {"id": datasets.Value("string")}
-    for col in spec.text_columns:
-        feats[col] = datasets.Value("string")
-    if spec.label_kind == "class":
-        feats["label"] = datasets.ClassLabel(names=list(spec.label_names))
-    else:
-        feats["label"] = datasets.Value("float32")
-    return datasets.Features(feats)
+def data_file(task: str | Task, split: str) -> str:
+    """The file name of a split of `task`: `ids-sst-dev.csv` for ("sst", "validation")."""
+    task = get_task(task) if isinstance(task, str) else task
+    if task.files is None:
+        raise ValueError(f"Task {task.name!r} has no CS224N files (its registry entry names no `files`).")
+    return f"{task.files}-{SPLIT_SUFFIXES[split]}.csv"
 
 
 def normalize_sentence(text: str) -> str:
@@ -174,37 +100,9 @@ def normalize_sentence(text: str) -> str:
     )
 
 
-def parse_label(task: str, value: Any) -> tuple[Optional[float | int], Optional[str]]:
-    """Parse and validate one label value (string from a file, or a number).
-
-    Returns ``(label, None)`` on success (int for class tasks, float for sts) or
-    ``(None, reason)`` when the value is empty, unparsable or out of range.
-    Class labels may be written as floats ("1.0") but must be whole numbers.
-    """
-    spec = get_task(task)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None, f"empty label ({spec.label_column!r})"
-    if isinstance(value, bool):
-        value = int(value)
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        return None, f"unparsable label {value!r}"
-    if not math.isfinite(number):
-        return None, f"unparsable label {value!r} (not finite)"
-    if spec.label_kind == "class":
-        n = len(spec.label_names)
-        if not number.is_integer() or not 0 <= number < n:
-            return None, f"label {value!r} out of range (expected an integer in 0..{n - 1})"
-        return int(number), None
-    if not spec.label_min <= number <= spec.label_max:
-        return None, f"label {value!r} out of range (expected {spec.label_min:g}..{spec.label_max:g})"
-    return float(number), None
-
-
 def format_bad_rows(source: str, bad: list[tuple[int, str]], total: int, *, cached_from: str | None = None,
                     unit: str = "line") -> str:
-    """One warning message for all the bad rows of one file / dataset (``unit``: "line" or "row")."""
+    """One warning message for all the bad rows of one file or dataset (`unit`: "line" or "row")."""
     shown = "; ".join(f"{unit} {line}: {reason}" for line, reason in bad[:MAX_REPORTED_LINES])
     more = f"; ... ({len(bad) - MAX_REPORTED_LINES} more)" if len(bad) > MAX_REPORTED_LINES else ""
     note = f" [recorded when the cache {cached_from} was prepared]" if cached_from else ""
@@ -222,10 +120,10 @@ def format_kept_rows(source: str, kept: list[tuple[int, str]], *, cached_from: s
     )
 
 
-def _files_fingerprint(spec: TaskSpec, data_dir: str) -> str:
+def _files_fingerprint(task: Task, data_dir: str) -> str:
     h = hashlib.sha256(f"cs224n-parser-{PARSER_REVISION}".encode())
     for split in SPLIT_SUFFIXES:
-        path = os.path.join(data_dir, spec.filename(split))
+        path = os.path.join(data_dir, data_file(task, split))
         h.update(split.encode())
         if os.path.isfile(path):
             with open(path, "rb") as f:
@@ -236,7 +134,7 @@ def _files_fingerprint(spec: TaskSpec, data_dir: str) -> str:
 
 
 def check_utf8(path: str) -> None:
-    """``ValueError`` naming the file, line and column of the first byte that is not UTF-8."""
+    """A `ValueError` naming the file, line and column of the first byte that is not UTF-8."""
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -253,16 +151,13 @@ def check_utf8(path: str) -> None:
 def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bool = False,
                      require_label: bool = True, kept: list[tuple[int, str]] | None = None,
                      ) -> tuple[list[tuple[int, dict]], list[tuple[int, str]], int]:
-    """Read one CS224N file.
+    """
+    Reads one CS224N file of `task`: `(examples, bad_rows, total_rows)`, with `examples` a list of `(line_number,
+    example)` and `bad_rows` a list of `(line_number, reason)`. Header problems (a required column missing) and
+    bytes that are not UTF-8 always raise a `ValueError`; bad rows raise one only when `strict`. No logging here.
 
-    Returns ``(examples, bad_rows, total_rows)`` where ``examples`` is a list of
-    ``(line_number, example_dict)`` and ``bad_rows`` a list of ``(line_number, reason)``.
-    Header problems (a required column missing) and bytes that are not UTF-8 always raise
-    ``ValueError``; bad rows raise ``ValueError`` only when ``strict``. No logging here.
-
-    In a file without labels (a test split) a row with an empty sentence is kept, with
-    the empty string as its text, so that every id gets a prediction; ``(line, reason)``
-    of each such row is appended to ``kept`` when given.
+    In a file without labels (a test split) a row with an empty sentence is kept, with the empty string as its text,
+    so that every id gets a prediction; the `(line, reason)` of each such row is appended to `kept` when given.
     """
     spec = get_task(task)
     examples: list[tuple[int, dict]] = []
@@ -321,7 +216,7 @@ def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bo
                     example[col] = text
                 example["label"] = None
                 if has_label:
-                    label, label_problem = parse_label(task, fields[index[spec.label_column]])
+                    label, label_problem = spec.parse_label(fields[index[spec.label_column]])
                     if label_problem:
                         reasons.append(label_problem)
                     example["label"] = label
@@ -339,13 +234,14 @@ def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bo
 
 @dataclasses.dataclass
 class Cs224nConfig(datasets.BuilderConfig):
-    """Builder config for one CS224N task.
+    """
+    Builder config of one task (its name is the task's).
 
     Args:
-        normalize: apply the course's normalisation (:func:`normalize_sentence`);
-            ``False`` keeps sentences as in the file, only stripped.
-        strict: raise ``ValueError`` (file path, line, reason) on the first bad row
-            instead of skipping and counting it.
+        normalize (`bool`, defaults to `True`):
+            Apply the course's normalisation (`normalize_sentence`); `False` keeps sentences as in the file, stripped.
+        strict (`bool`, defaults to `False`):
+            Raise a `ValueError` (file path, line, reason) on the first bad row instead of skipping and counting it.
     """
 
     normalize: bool = True
@@ -353,26 +249,22 @@ class Cs224nConfig(datasets.BuilderConfig):
 
 
 class Cs224nBuilder(datasets.GeneratorBasedBuilder):
-    """Builds ``DatasetDict``s from the CS224N files in ``data_dir`` (see the module docstring)."""
+    """Builds `DatasetDict`s from the CS224N files in `data_dir` (see the module docstring)."""
 
     VERSION = datasets.Version("1.0.0")
     BUILDER_CONFIG_CLASS = Cs224nConfig
-    BUILDER_CONFIGS = [
-        Cs224nConfig(name=name, version=datasets.Version("1.0.0"), description=spec.description)
-        for name, spec in TASKS.items()
-    ]
-    DEFAULT_CONFIG_NAME = None
+    # No fixed configs: any registered task with files is one (`datasets` builds the config from its name).
+    BUILDER_CONFIGS = []
 
-    def __init__(self, cache_dir: Optional[str] = None, dataset_name: Optional[str] = None,
-                 config_name: Optional[str] = None, hash: Optional[str] = None, *,
-                 data_dir: Optional[str] = None, **kwargs):
+    def __init__(self, cache_dir: str | None = None, dataset_name: str | None = None, config_name: str | None = None,
+                 hash: str | None = None, *, data_dir: str | None = None, **kwargs):
         spec = get_task(config_name)
         if data_dir is None:
             raise ValueError("data_dir is required: the directory holding the CS224N .csv files")
         data_dir = os.path.abspath(os.fspath(data_dir))
         if not os.path.isdir(data_dir):
             raise FileNotFoundError(f"CS224N data directory not found: {data_dir}")
-        train = os.path.join(data_dir, spec.filename("train"))
+        train = os.path.join(data_dir, data_file(spec, "train"))
         if not os.path.isfile(train):
             raise FileNotFoundError(f"CS224N {spec.name} train file not found: {train}")
         # Make the options explicit so that they always enter the config id (cache directory).
@@ -387,13 +279,13 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
                          data_dir=data_dir, **kwargs)
 
     @property
-    def task(self) -> TaskSpec:
+    def task(self) -> Task:
         return get_task(self.config.name)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=self.task.description,
-            features=task_features(self.config.name),
+            features=self.task.features(),
             homepage="https://github.com/gpoesia/minbert-default-final-project",
         )
 
@@ -406,7 +298,7 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
         generators = []
         for split, hf_split in (("train", datasets.Split.TRAIN), ("validation", datasets.Split.VALIDATION),
                                 ("test", datasets.Split.TEST)):
-            path = os.path.join(self.config.data_dir, self.task.filename(split))
+            path = os.path.join(self.config.data_dir, data_file(self.task, split))
             if not os.path.isfile(path):
                 if split == "train":
                     raise FileNotFoundError(f"CS224N {self.task.name} train file not found: {path}")
@@ -442,7 +334,7 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
         self._parsed = {}
 
     def download_and_prepare(self, *args, **kwargs):
-        """As in ``datasets``; on a cache hit, re-emit the bad-row warnings recorded at preparation."""
+        """As in `datasets`; on a cache hit, re-emits the bad-row warnings recorded at preparation."""
         self._prepared_now = False
         super().download_and_prepare(*args, **kwargs)
         if self._prepared_now:
@@ -466,13 +358,12 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
 
 def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, strict: bool = False,
                 cache_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
-    """Load one CS224N task as a ``DatasetDict`` (splits train / validation / test where present).
+    """
+    One task from its CS224N files, as a `DatasetDict` (splits train, validation and test where present).
 
-    ``cache_dir=None`` (default): prepare into a fresh temporary directory, load the
-    splits into memory and delete the directory -- no cache, every call re-reads the
-    files and re-warns. With a ``cache_dir``: the usual ``datasets`` cache (memory-
-    mapped Arrow files), keyed by options and file contents; warnings are replayed
-    on cache hits.
+    `cache_dir=None` (default): prepare into a fresh temporary directory, load the splits into memory and delete the
+    directory: no cache, every call re-reads the files and re-warns. With a `cache_dir`: the usual `datasets` cache
+    (memory-mapped Arrow files), keyed by options and file contents; warnings are replayed on cache hits.
     """
     get_task(task)
     if cache_dir is None:

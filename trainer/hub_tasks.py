@@ -1,63 +1,43 @@
-"""The CS224N tasks from Hub datasets, mapped to the schema of :mod:`trainer.cs224n_builder`.
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+Tasks from Hub (or any `datasets`) datasets, brought to the columns of their registry entry ([`~trainer.tasks.Task`]):
+`id`, the text columns and `label`, checked row by row as the CS224N files are.
 
-Known sources (``HUB_SOURCES``; column mapping is *source column -> task column*):
+The registry names a Hub source for the course tasks (`Task.hub`; the column mapping is *source column -> task
+column*):
 
-======  ============================  ====================================================
-task    dataset (config)              mapping
-======  ============================  ====================================================
-sst     ``SetFit/sst5``               text -> sentence, label -> label (0-4); no id: row index
-para    ``nyu-mll/glue`` (``qqp``)    question1 -> sentence1, question2 -> sentence2,
-                                      label -> label (0/1), idx -> id
-sts     ``nyu-mll/glue`` (``stsb``)   sentence1, sentence2, label (0.0-5.0), idx -> id
-======  ============================  ====================================================
+| task | dataset (config)         | mapping                                                                      |
+|------|--------------------------|------------------------------------------------------------------------------|
+| sst  | `SetFit/sst5`            | text -> sentence, label -> label (0-4); no id: the row index                 |
+| para | `nyu-mll/glue` (`qqp`)   | question1 -> sentence1, question2 -> sentence2, label -> label, idx -> id    |
+| sts  | `nyu-mll/glue` (`stsb`)  | sentence1, sentence2, label (0.0-5.0), idx -> id                             |
 
-``glue``/``stsb`` is used for STS because its labels are on the same 0-5 scale as
-the CS224N file (``sentence-transformers/stsb`` rescales to 0-1; pass it with your
-own mapping and rescale first if you want it). CFIMDB has no known Hub source:
-pass ``dataset_id`` and ``column_mapping``.
+Unlabeled splits: GLUE's test splits carry label `-1`. A split whose labels are *all* `-1` or null is treated as
+unlabeled and gets `label = None` (as the `test-student` files do in the builder). Otherwise each row's label is
+validated as the builder does: bad rows are skipped with one warning naming the dataset, the count and the first row
+indices (0-based, in the input dataset); `strict=True` raises a `ValueError` instead.
 
-Unlabeled splits: GLUE's test splits carry label ``-1``. A split whose labels are
-*all* ``-1`` or null is treated as unlabeled and gets ``label = None`` (as the
-``test-student`` files do in the builder). Otherwise each row's label is validated
-like the builder does: bad rows are skipped with one ``logging`` warning naming
-the dataset, the count and the first row indices (0-based, in the input dataset);
-``strict=True`` raises ``ValueError`` instead.
-
-Nothing in here is exercised against the Hub in the tests (no network);
-:func:`to_task_columns` is tested on in-memory datasets.
+Nothing in here is exercised against the Hub in the tests (no network): `to_task_columns` is tested on in-memory
+datasets.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import logging
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import datasets
+from transformers.utils import logging
 
-from .cs224n_builder import format_bad_rows, get_task, normalize_sentence, parse_label, task_features
-
-logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class HubSource:
-    dataset_id: str
-    config: Optional[str]
-    column_mapping: Mapping[str, str]  # source column -> task column
+from .cs224n_builder import format_bad_rows, normalize_sentence
+from .tasks import get_task
 
 
-HUB_SOURCES: dict[str, HubSource] = {
-    "sst": HubSource("SetFit/sst5", None, {"text": "sentence", "label": "label"}),
-    "para": HubSource(
-        "nyu-mll/glue", "qqp",
-        {"question1": "sentence1", "question2": "sentence2", "label": "label", "idx": "id"},
-    ),
-    "sts": HubSource(
-        "nyu-mll/glue", "stsb",
-        {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label", "idx": "id"},
-    ),
-}
+logger = logging.get_logger(__name__)
 
 
 def _is_missing_label(value: Any) -> bool:
@@ -67,30 +47,33 @@ def _is_missing_label(value: Any) -> bool:
 def to_task_columns(
     dataset: datasets.Dataset,
     task: str,
-    column_mapping: Optional[Mapping[str, str]] = None,
+    column_mapping: Mapping[str, str] | None = None,
     *,
     normalize: bool = False,
     strict: bool = False,
 ) -> datasets.Dataset:
-    """Rename/select ``dataset``'s columns into the task schema of the builder.
+    r"""
+    Renames and selects `dataset`'s columns into the columns of the registered `task`.
 
     Args:
-        dataset: an in-memory or Arrow-backed ``datasets.Dataset``.
-        task: "sst", "para", "sts" or "cfimdb".
-        column_mapping: ``{source_column: task_column}``; task columns not mapped are
-            looked up under their own name. ``None``: identity.
-        normalize: apply the course's normalisation to the sentences (default off:
-            text kept as is, only stripped).
-        strict: raise ``ValueError`` on the first bad row instead of skipping it.
+        dataset (`datasets.Dataset`):
+            In memory or Arrow-backed.
+        task (`str`):
+            A registered task ("sst", "para", "sts", "cfimdb" or one of yours).
+        column_mapping (`Mapping[str, str]`, *optional*):
+            `{source_column: task_column}`; task columns not mapped are looked up under their own name.
+        normalize (`bool`, defaults to `False`):
+            Apply the course's normalisation to the sentences (off: the text is kept as it is, stripped).
+        strict (`bool`, defaults to `False`):
+            Raise a `ValueError` on the first bad row instead of skipping it.
 
-    Returns a new ``Dataset`` with exactly the columns and features of
-    ``trainer.cs224n_builder.task_features(task)``: ``id`` (string; the row index
-    when there is no id column), the sentence column(s), ``label`` (ClassLabel/int64
-    or float32; ``None`` for an unlabeled split). Missing columns raise ``ValueError``
-    naming them and the dataset's columns.
+    Returns:
+        A new `Dataset` with exactly the columns and features of `Task.features()`: `id` (a string; the row index
+        when there is no id column), the sentence column(s), `label` (`ClassLabel` or float32; `None` for an
+        unlabeled split). Missing columns raise a `ValueError` naming them and the dataset's columns.
     """
     spec = get_task(task)
-    features = task_features(task)
+    features = spec.features()
     mapping = dict(column_mapping or {})
     unknown = sorted(set(mapping.values()) - set(features))
     if unknown:
@@ -139,7 +122,7 @@ def to_task_columns(
             row_texts[col] = text
         label = None
         if not unlabeled:
-            label, problem = parse_label(task, raw_labels[i])
+            label, problem = spec.parse_label(raw_labels[i])
             if problem:
                 reasons.append(problem)
         if reasons:
@@ -159,27 +142,26 @@ def to_task_columns(
 
 def load_hub_task(
     task: str,
-    dataset_id: Optional[str] = None,
-    config: Optional[str] = None,
-    column_mapping: Optional[Mapping[str, str]] = None,
+    dataset_id: str | None = None,
+    config: str | None = None,
+    column_mapping: Mapping[str, str] | None = None,
     *,
     normalize: bool = False,
     strict: bool = False,
     **load_kwargs,
 ) -> datasets.DatasetDict:
-    """``datasets.load_dataset`` + :func:`to_task_columns` on every split (needs Hub access).
-
-    Without ``dataset_id``, the task's entry in ``HUB_SOURCES`` gives the dataset,
-    config and mapping. ``load_kwargs`` go to ``load_dataset`` (e.g. ``split=``,
-    ``cache_dir=``; not ``streaming=True``).
     """
-    get_task(task)
+    `datasets.load_dataset` and `to_task_columns` on every split (needs Hub access, or the `datasets` cache).
+
+    Without `dataset_id`, the task's registry entry (`Task.hub`) gives the dataset, config and mapping. `load_kwargs`
+    go to `load_dataset` (e.g. `split=`, `cache_dir=`; not `streaming=True`).
+    """
+    spec = get_task(task)
     if dataset_id is None:
-        if task not in HUB_SOURCES:
-            raise ValueError(f"No known Hub source for {task!r} (known: {sorted(HUB_SOURCES)}); pass dataset_id")
-        source = HUB_SOURCES[task]
-        dataset_id, config = source.dataset_id, config or source.config
-        column_mapping = source.column_mapping if column_mapping is None else column_mapping
+        if spec.hub is None:
+            raise ValueError(f"Task {task!r} names no Hub source in its registry entry; pass dataset_id.")
+        dataset_id, config = spec.hub.dataset_id, config or spec.hub.config
+        column_mapping = spec.hub.column_mapping if column_mapping is None else column_mapping
     raw = datasets.load_dataset(dataset_id, config, **load_kwargs)
     if isinstance(raw, datasets.Dataset):
         raw = datasets.DatasetDict({str(load_kwargs.get("split") or raw.split or "train"): raw})

@@ -1,20 +1,28 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """The model card of a training run: configuration, data and a results table with model-index metadata."""
 
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .metrics import task_metric_name
+from .tasks import get_task
 
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "bert_pals_multitask.md"
+# Package data: installed with the package, beside this module.
+TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
 
-TASK_DESCRIPTIONS = {
-    "sst": ("text-classification", "SST-5 sentiment"),
-    "para": ("text-classification", "Quora paraphrase"),
-    "sts": ("sentence-similarity", "STS similarity"),
-    "cfimdb": ("text-classification", "CFIMDB sentiment"),
-}
+
+def describe_head(model, task: str) -> str:
+    """`PairClassificationHead (encoding cross, loss cross_entropy)`: the head class and its options."""
+    head, spec = model.heads[task], model.config.tasks[task]
+    options = [f"{key} {spec[key]}" for key in ("encoding", "features") if key in spec]
+    return f"{type(head).__name__} ({', '.join([*options, f'loss {head.loss_name}'])})"
 
 
 def build_model_card(model, args, metrics: dict[str, float], base_model: str | None = None,
@@ -22,13 +30,14 @@ def build_model_card(model, args, metrics: dict[str, float], base_model: str | N
     """`metrics`: evaluation results with keys like `eval_sst_accuracy`, `eval_overall`."""
     config = model.config
     results, eval_results = [], []
-    for task, spec in config.tasks.items():
-        metric = task_metric_name(spec["kind"])
+    for task in config.tasks:
+        metric = model.heads[task].metric
         value = metrics.get(f"eval_{task}_{metric}")
         if value is None:
             continue
-        task_type, task_name = TASK_DESCRIPTIONS.get(task, ("text-classification", task))
-        results.append({"task": task_name, "metric": metric, "value": value})
+        entry = get_task(task)
+        task_type, task_name = entry.pipeline_tag, entry.description or task
+        results.append({"task": task_name, "metric": metric, "value": value, "head": describe_head(model, task)})
         eval_results.append(
             EvalResult(task_type=task_type, task_name=task_name, dataset_type=task, dataset_name=task_name,
                        dataset_split="validation", metric_type=metric, metric_value=value)
@@ -59,6 +68,8 @@ def build_model_card(model, args, metrics: dict[str, float], base_model: str | N
         gradvac_beta=args.gradvac_beta,
         surgery_granularity=args.surgery_granularity,
         task_schedule=args.task_schedule,
+        lr_scheduler=str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        warmup=args.warmup_steps,
         batch_size=args.per_device_train_batch_size,
         learning_rate=args.learning_rate,
         epochs=args.num_train_epochs,

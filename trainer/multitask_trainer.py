@@ -28,7 +28,7 @@ from .checkpoints import (
     write_json_atomically,
 )
 from .data_collator import MultitaskCollator
-from .metrics import load_task_metric, task_metric_name
+from .metrics import load_task_metric
 from .model_card import build_model_card
 from .sampling import MultitaskBatchSampler, MultitaskDataset
 from .surgery import SparseRows, Sum, build_surgery, parameter_groups
@@ -553,7 +553,14 @@ class MultitaskTrainer(Trainer):
         self._loaded_step = self.state.best_global_step
 
     def metric_name(self, task: str) -> str:
-        return task_metric_name(self.model.config.tasks[task]["kind"])
+        """The metric `task` is judged by, as its head says: "accuracy" or "pearson"."""
+        return self.model.heads[task].metric
+
+    def predictions(self, task: str, logits: np.ndarray | tuple) -> np.ndarray:
+        """What `task`'s head predicts from its logits: class ids, or the scores of a regression head."""
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return self.model.heads[task].predictions(torch.from_numpy(np.asarray(logits))).numpy()
 
     def _metric_function(self, task: str):
         name = self.metric_name(task)
@@ -562,7 +569,7 @@ class MultitaskTrainer(Trainer):
         metric = self._metrics[name]
 
         def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-            return metric.compute(predictions=predictions_from_logits(prediction.predictions, name),
+            return metric.compute(predictions=self.predictions(task, prediction.predictions),
                                   references=prediction.label_ids)
 
         return compute_metrics
@@ -593,10 +600,3 @@ def _by_length(dataset) -> tuple[object, np.ndarray | None]:
         lengths = np.maximum(lengths, [len(ids) for ids in dataset["input_ids_b"]])
     order = np.argsort(-lengths, kind="stable")
     return dataset.select(order), order
-
-
-def predictions_from_logits(logits: np.ndarray, metric_name: str) -> np.ndarray:
-    """Class ids for classification tasks, the scores themselves for the regression task."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits if metric_name == "pearson" else logits.argmax(-1)

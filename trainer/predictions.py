@@ -1,24 +1,28 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Prediction files in the CS224N course's submission format."""
 
 from pathlib import Path
 
-# The course grader's column names, typo included.
-PREDICTION_COLUMNS = {
-    "sst": "Predicted_Sentiment",
-    "para": "Predicted_Is_Paraphrase",
-    "sts": "Predicted_Similiarity",
-    "cfimdb": "Predicted_Sentiment",
-}
+from .tasks import get_task
 
 
 def write_predictions(path: Path, task: str, ids, predictions) -> Path:
-    """Writes `id \\t Predicted_... ` then one `id , prediction` line per example, as the course's starter code."""
+    """
+    Writes `id \\t {header} ` then one `id , prediction` line per example, as the course's starter code does; the
+    header is the task's `prediction_header`.
+    """
     if len(ids) != len(predictions):
         raise ValueError(f"{path}: {len(ids)} ids but {len(predictions)} predictions.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        f.write(f"id \t {PREDICTION_COLUMNS[task]} \n")
+        f.write(f"id \t {get_task(task).prediction_header} \n")
         for example_id, prediction in zip(ids, predictions):
             f.write(f"{example_id} , {prediction.item() if hasattr(prediction, 'item') else prediction} \n")
     return path

@@ -1,31 +1,52 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Tokenisation of one task's dataset into the columns `BertPalsForMultitask.forward` takes."""
 
 import datasets
 
+from .tasks import get_task
 
-PAIR_KINDS = ("pair_classification", "pair_regression")
+
+ENCODINGS = ("single", "separate", "cross")
 
 
 def tokenize_task(
-    dataset: datasets.Dataset, tokenizer, task: str, kind: str, max_seq_length: int = 128, num_proc: int | None = None
+    dataset: datasets.Dataset,
+    tokenizer,
+    task: str,
+    encoding: str = "separate",
+    max_seq_length: int = 128,
+    num_proc: int | None = None,
 ) -> datasets.Dataset:
     """
-    Adds `input_ids`, `attention_mask`, `token_type_ids` (and their `_b` twins for the second sentence of pair
-    tasks: the two sentences are encoded separately), `labels` where the split has labels, and a constant `task`
-    column. Padding is left to the collator, per batch.
+    Adds `input_ids`, `attention_mask`, `token_type_ids`, `labels` where the split has labels, and a constant `task`
+    column. `encoding` is the `encoding` of the task's head: the second sentence of a pair gets its own `_b` columns
+    when the head encodes the two sentences separately ("separate"), or joins the first in one sequence
+    `[CLS] a [SEP] b [SEP]` with token types 0 and 1 ("cross"; truncated longest first). Padding is left to the
+    collator, per batch.
     """
-    is_pair = kind in PAIR_KINDS
+    columns = get_task(task).text_columns
+    if encoding not in ENCODINGS:
+        raise ValueError(f"tokenize_task: encoding {encoding!r} is not one of {ENCODINGS} (a head's `encoding`).")
     has_labels = "label" in dataset.column_names and None not in dataset.unique("label")
 
     def tokenize(batch):
-        first = batch["sentence1"] if is_pair else batch["sentence"]
-        encoded = dict(tokenizer(first, truncation=True, max_length=max_seq_length))
-        if is_pair:
-            second = tokenizer(batch["sentence2"], truncation=True, max_length=max_seq_length)
+        texts = [batch[column] for column in columns]
+        if encoding == "cross":
+            encoded = dict(tokenizer(*texts, truncation=True, max_length=max_seq_length))
+        else:
+            encoded = dict(tokenizer(texts[0], truncation=True, max_length=max_seq_length))
+        if len(texts) == 2 and encoding == "separate":
+            second = tokenizer(texts[1], truncation=True, max_length=max_seq_length)
             encoded.update({f"{key}_b": value for key, value in second.items()})
         if has_labels:
             encoded["labels"] = batch["label"]
-        encoded["task"] = [task] * len(first)
+        encoded["task"] = [task] * len(texts[0])
         return encoded
 
     keep = {"id"}

@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Metric code shipped with the project: `evaluate.load("accuracy")` needs the Hub, this loads by path, offline."""
 
 from pathlib import Path
@@ -9,10 +16,5 @@ METRIC_PATH = str(Path(__file__).resolve().parent / "cs224n_metric.py")
 
 
 def load_task_metric(name: str) -> evaluate.EvaluationModule:
-    """`name`: "accuracy" (SST, Quora, CFIMDB) or "pearson" (STS)."""
+    """`name`: "accuracy" or "pearson", as a task head's `metric` says."""
     return evaluate.load(METRIC_PATH, name)
-
-
-def task_metric_name(kind: str) -> str:
-    """The course's metric for a task kind: Pearson for the regression task, accuracy otherwise."""
-    return "pearson" if kind == "pair_regression" else "accuracy"

@@ -1,30 +1,37 @@
-"""CS224N evaluation metrics as an `evaluate` module shipped with the project.
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+CS224N evaluation metrics as an `evaluate` module shipped with the project.
 
-``evaluate.load("accuracy")`` needs the Hub; this file is loaded by path instead
-and works offline (``HF_HUB_OFFLINE=1``, ``HF_EVALUATE_OFFLINE=1``)::
+`evaluate.load("accuracy")` needs the Hub; this file is loaded by path instead and works offline (`HF_HUB_OFFLINE=1`,
+`HF_EVALUATE_OFFLINE=1`):
 
-    metric = evaluate.load("<repo>/trainer/metrics/cs224n_metric.py", "accuracy")
-    metric.compute(predictions=[0, 1, 2], references=[0, 1, 1])   # {"accuracy": 0.666...}
-    metric = evaluate.load("<repo>/trainer/metrics/cs224n_metric.py", "pearson")
-    metric.compute(predictions=[0.1, 2.0, 4.5], references=[0.0, 2.5, 5.0])  # {"pearson": ...}
+```python
+metric = evaluate.load("<repo>/trainer/metrics/cs224n_metric.py", "accuracy")
+metric.compute(predictions=[0, 1, 2], references=[0, 1, 1])  # {"accuracy": 0.666...}
+metric = evaluate.load("<repo>/trainer/metrics/cs224n_metric.py", "pearson")
+metric.compute(predictions=[0.1, 2.0, 4.5], references=[0.0, 2.5, 5.0])  # {"pearson": ...}
+```
 
-Config names: "accuracy" (SST, Quora, CFIMDB) and "pearson" (STS). The task
-names are accepted as aliases: "sst", "para", "cfimdb" -> accuracy, "sts" ->
-pearson; the result key is always "accuracy" or "pearson".
+Config names, which are also the result keys (a task's head names its metric):
 
-- accuracy: mean of ``prediction == reference`` over integer labels (int64).
-- pearson: Pearson's r in float64 (inputs are stored as float64, not float32).
-  When the predictions or the references are constant (zero variance) r is
-  undefined; this metric returns 0.0 there instead of NaN (a constant predictor
-  carries no linear information), so a model selection by "best dev score" never
-  sees NaN. Fewer than 2 pairs raise ``ValueError``.
+- "accuracy": mean of `prediction == reference` over integer labels (int64).
+- "pearson": Pearson's r in float64 (inputs are stored as float64, not float32). When the predictions or the
+  references are constant (zero variance) r is undefined; this metric returns 0.0 there instead of NaN (a constant
+  predictor carries no linear information), so a model selection by "best dev score" never sees NaN. Fewer than 2
+  pairs raise a `ValueError`.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-_DESCRIPTION = """CS224N default-project metrics: accuracy (SST, Quora) and Pearson correlation (STS)."""
+_DESCRIPTION = """CS224N default-project metrics: accuracy (classification) and Pearson correlation (regression)."""
 
 _CITATION = """\
 @misc{cs224n-minbert,
@@ -45,14 +52,7 @@ Examples:
     {'accuracy': 0.5}
 """
 
-METRIC_OF_CONFIG = {
-    "accuracy": "accuracy",
-    "pearson": "pearson",
-    "sst": "accuracy",
-    "para": "accuracy",
-    "cfimdb": "accuracy",
-    "sts": "pearson",
-}
+METRICS = ("accuracy", "pearson")
 
 
 def pearson_r(predictions, references) -> float:
@@ -78,13 +78,9 @@ class Cs224nMetric(evaluate.Metric):
     """Accuracy or Pearson correlation, chosen by the config name."""
 
     def _metric_name(self) -> str:
-        try:
-            return METRIC_OF_CONFIG[self.config_name]
-        except KeyError:
-            raise KeyError(
-                f"Unknown config name {self.config_name!r} for cs224n_metric; "
-                f"choose one of {sorted(METRIC_OF_CONFIG)}"
-            ) from None
+        if self.config_name not in METRICS:
+            raise KeyError(f"Unknown config name {self.config_name!r} for cs224n_metric; choose one of {METRICS}")
+        return self.config_name
 
     def _info(self):
         if self._metric_name() == "accuracy":
