@@ -1,4 +1,11 @@
 #!/usr/bin/env python
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """
 Plots a run from its `trainer_state.json`: per-task dev metrics and training losses per epoch, and, for a run with
 gradient surgery, the adjustments per epoch per task pair (the paper's Figure 5).
@@ -116,8 +123,12 @@ def main(argv=None):
         written.append("losses.png")
     adjustments = per_epoch(history, ADJUSTMENTS, reduce="sum")
     if adjustments:
-        plot_bars(adjustments, "Gradient surgery: adjustments of g_i against g_j (pair i-j)", "adjustments per epoch",
-                  output_dir / "conflicts.png")
+        plot_bars(
+            adjustments,
+            "Gradient surgery: adjustments of g_i against g_j (pair i-j)",
+            "adjustments per epoch",
+            output_dir / "conflicts.png",
+        )
         written.append("conflicts.png")
     if not written:
         raise ValueError(f"{args.run}: the log history has no dev metrics, task losses or surgery statistics.")

@@ -57,7 +57,15 @@ logger = logging.getLogger(__name__)
 
 # Options that change the weights a model has: a saved model keeps its own.
 STRUCTURAL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head")
-MODEL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head", "pooling", "classifier_dropout", "pal_decoder_init")
+MODEL_OPTIONS = (
+    "use_pals",
+    "pal_size",
+    "pal_num_heads",
+    "sts_head",
+    "pooling",
+    "classifier_dropout",
+    "pal_decoder_init",
+)
 # Per-task head options: `ModelArguments` field -> key of the task's entry in `BertPalsConfig.tasks`. Encoding and
 # features change a head's weights; the loss does not, and a saved model may be trained on with another.
 HEAD_OPTIONS = {"pair_encoding": "encoding", "pair_features": "features", "loss": "loss"}
@@ -70,8 +78,14 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError, StrictDataclassError, Sa
 # The paper's experiments. Values are command-line defaults: explicit flags override them.
 PRESETS = {
     # Frozen BERT, one trainable layer per task, the tasks one after the other.
-    "baseline": dict(use_pals=False, sts_head="linear", freeze_encoder=True, task_schedule="sequential",
-                     gradient_surgery="none", learning_rate=1e-3),
+    "baseline": dict(
+        use_pals=False,
+        sts_head="linear",
+        freeze_encoder=True,
+        task_schedule="sequential",
+        gradient_surgery="none",
+        learning_rate=1e-3,
+    ),
     # Round-robin over the tasks, BERT fine-tuned, summed losses.
     "naive": dict(use_pals=False, sts_head="linear", task_schedule="round_robin", gradient_surgery="none"),
     "pals": dict(use_pals=True, sts_head="linear", task_schedule="round_robin", gradient_surgery="none"),
@@ -93,7 +107,9 @@ def default_model_path() -> str | None:
 class ModelArguments:
     model_name_or_path: str | None = field(
         default_factory=default_model_path,
-        metadata={"help": "A BERT checkpoint or a saved BertPalsForMultitask (default: the packaged all-MiniLM-L6-v2)."},
+        metadata={
+            "help": "A BERT checkpoint or a saved BertPalsForMultitask (default: the packaged all-MiniLM-L6-v2)."
+        },
     )
     preset: str | None = field(default=None, metadata={"help": f"One of the paper's experiments: {list(PRESETS)}."})
     use_pals: bool | None = field(default=None, metadata={"help": "Add one PAL per task to every layer."})
@@ -186,7 +202,10 @@ def load_raw_datasets(data_args: DataArguments, cache_dir: str | None) -> dict[s
             raw[name] = load_cs224n(name, data_args.data_dir, normalize=data_args.normalize, strict=data_args.strict)
         elif task.load is not None:
             raw[name] = datasets.DatasetDict(
-                {split: to_task_columns(dataset, name, strict=data_args.strict) for split, dataset in task.load().items()}
+                {
+                    split: to_task_columns(dataset, name, strict=data_args.strict)
+                    for split, dataset in task.load().items()
+                }
             )
         else:
             raw[name] = load_hub_task(name, strict=data_args.strict, cache_dir=cache_dir)
@@ -324,8 +343,9 @@ def build_config(model_args: ModelArguments, tasks: list[str] | None) -> BertPal
         raise ValueError(f"Invalid model configuration ({source}): {error}") from error
 
 
-def apply_head_options(specs: dict[str, dict], model_args: ModelArguments, sts_head: str,
-                       saved: str | None = None) -> dict[str, dict]:
+def apply_head_options(
+    specs: dict[str, dict], model_args: ModelArguments, sts_head: str, saved: str | None = None
+) -> dict[str, dict]:
     """
     The task entries with the head options of the command line (`--pair_encoding`, `--pair_features`, `--loss`): a
     bare value sets the option of every task whose head takes it (at least one must), then a `task=value` item sets
@@ -377,8 +397,9 @@ def build_model(model_args: ModelArguments, config: BertPalsConfig) -> BertPalsF
         raise ValueError(f"{weights}: cannot load the model weights, damaged? ({detail})") from error
 
 
-def prepare_output_dir(model_args: ModelArguments, training_args: MultitaskTrainingArguments, run_config: dict,
-                       keep: tuple[str, ...] = ()) -> tuple[str | None, bool]:
+def prepare_output_dir(
+    model_args: ModelArguments, training_args: MultitaskTrainingArguments, run_config: dict, keep: tuple[str, ...] = ()
+) -> tuple[str | None, bool]:
     """
     For a training run: the checkpoint to resume from, and whether to clear `--output_dir` first. A non-empty output
     directory is refused unless the run resumes (from a complete checkpoint of this configuration) or overwrites;
@@ -481,8 +502,9 @@ def main(argv: list[str] | None = None):
     if evaluating(training_args):
         for task in data_args.tasks:
             if "validation" not in raw[task]:  # a Hub dataset without one (the files were checked above)
-                raise ValueError(f"Task {task!r} has no validation split ({describe_data(data_args)}), which "
-                                 "evaluation needs.")
+                raise ValueError(
+                    f"Task {task!r} has no validation split ({describe_data(data_args)}), which evaluation needs."
+                )
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     model = build_model(model_args, config)
 
@@ -495,8 +517,14 @@ def main(argv: list[str] | None = None):
             if limit is not None:
                 dataset = dataset.select(range(min(limit, len(dataset))))
             with training_args.main_process_first(desc=f"tokenizing {task} {split}"):
-                prepared[task] = tokenize_task(dataset, tokenizer, task, model.heads[task].encoding,
-                                               data_args.max_seq_length, data_args.preprocessing_num_workers)
+                prepared[task] = tokenize_task(
+                    dataset,
+                    tokenizer,
+                    task,
+                    model.heads[task].encoding,
+                    data_args.max_seq_length,
+                    data_args.preprocessing_num_workers,
+                )
         return prepared
 
     train_datasets = prepare("train", data_args.max_train_samples) if training_args.do_train else None
@@ -531,7 +559,9 @@ def main(argv: list[str] | None = None):
                 logits = trainer.predict(dataset, metric_key_prefix=f"predict_{task}").predictions
                 predictions = trainer.predictions(task, logits)
                 if trainer.is_world_process_zero():
-                    path = write_predictions(output_dir / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
+                    path = write_predictions(
+                        output_dir / f"{task}-{name}-output.csv", task, dataset["id"], predictions
+                    )
                     logger.info(f"Wrote {len(predictions)} predictions to {path}")
 
     if not (training_args.do_train or training_args.do_eval):

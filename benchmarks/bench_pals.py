@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Cost of PALs: MiniLM training step (forward + backward) and inference with one task's PALs vs plain BERT.
 
 Both variants are the same model and the same batch (32 SST training sentences); `task=None` skips the PALs, so the
@@ -75,9 +82,11 @@ def main():
     config, length = model.config, encoded["input_ids"].shape[1]
     h, p = config.hidden_size, config.pal_size
     floor = 1 + (2 * h * p + 3 * p * p + 2 * length * p) / (12 * h * h + 2 * length * h)
-    print(f"{'bert-base (random)' if args.bert_base else args.model}: hidden {h}, {config.num_hidden_layers} layers, "
-          f"pal_size {p}; device {device}, batch {tuple(encoded['input_ids'].shape)} (sentences x tokens), "
-          f"torch threads {torch.get_num_threads()}; multiply-add ratio (the floor) {floor:.3f}x")
+    print(
+        f"{'bert-base (random)' if args.bert_base else args.model}: hidden {h}, {config.num_hidden_layers} layers, "
+        f"pal_size {p}; device {device}, batch {tuple(encoded['input_ids'].shape)} (sentences x tokens), "
+        f"torch threads {torch.get_num_threads()}; multiply-add ratio (the floor) {floor:.3f}x"
+    )
 
     encoder = torch.compile(model.bert, mode=args.compile_mode) if args.compile or args.compile_mode else model.bert
 
@@ -101,8 +110,10 @@ def main():
             for task in ("sst", None) if _ % 2 == 0 else (None, "sst"):
                 times[task].append(timed(lambda: step(task), device))
         with_pals, without = statistics.median(times["sst"]), statistics.median(times[None])
-        print(f"{name}: with PALs {with_pals * 1e3:.1f} ms, without {without * 1e3:.1f} ms, "
-              f"ratio {with_pals / without:.3f}x")
+        print(
+            f"{name}: with PALs {with_pals * 1e3:.1f} ms, without {without * 1e3:.1f} ms, "
+            f"ratio {with_pals / without:.3f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Training throughput of the README main command: this checkout against an earlier commit, side by side.
 
 Both run the same command (`--preset combined`, batch 8 per task, the packaged MiniLM, `../shared/data`) for the same
@@ -23,10 +30,30 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(checkout: Path, output_dir: Path, args, extra: list[str]) -> dict:
     command = [
-        sys.executable, "run_multitask.py", "--preset", args.preset, "--output_dir", str(output_dir), "--do_train",
-        "--max_steps", str(args.max_steps), "--per_device_train_batch_size", "8", "--logging_steps", "50",
-        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--seed", str(args.seed),
-        "--data_dir", str(args.data_dir), *extra,
+        sys.executable,
+        "run_multitask.py",
+        "--preset",
+        args.preset,
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--max_steps",
+        str(args.max_steps),
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "50",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--seed",
+        str(args.seed),
+        "--data_dir",
+        str(args.data_dir),
+        *extra,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
@@ -47,8 +74,9 @@ def main():
     extra = [a for a in extra if a != "--"]
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(old), args.baseline], cwd=REPO, check=True, capture_output=True
+        )
         try:
             speeds = {"old": [], "new": []}
             losses = {}
@@ -58,14 +86,18 @@ def main():
                     result = run(checkout, Path(tmp) / f"{name}-{round_}", args, extra)
                     speeds[name].append(result["train_samples_per_second"])
                     losses[name] = result["train_loss"]
-                    print(f"round {round_} {name}: {result['train_samples_per_second']:.3f} samples/s, "
-                          f"train_runtime {result['train_runtime']:.1f} s, train_loss {result['train_loss']:.4f}",
-                          flush=True)
+                    print(
+                        f"round {round_} {name}: {result['train_samples_per_second']:.3f} samples/s, "
+                        f"train_runtime {result['train_runtime']:.1f} s, train_loss {result['train_loss']:.4f}",
+                        flush=True,
+                    )
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, check=False)
     old_speed, new_speed = statistics.median(speeds["old"]), statistics.median(speeds["new"])
-    print(f"{args.preset}, {args.max_steps} steps, batch 8 per task: baseline {args.baseline} {old_speed:.3f} "
-          f"samples/s, this checkout {new_speed:.3f} samples/s: {new_speed / old_speed:.2f}x")
+    print(
+        f"{args.preset}, {args.max_steps} steps, batch 8 per task: baseline {args.baseline} {old_speed:.3f} "
+        f"samples/s, this checkout {new_speed:.3f} samples/s: {new_speed / old_speed:.2f}x"
+    )
 
 
 if __name__ == "__main__":

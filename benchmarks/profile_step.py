@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Where the time of a training step goes: the README main command's step (combined preset, batch 8 per task), on CPU.
 
 Builds the trainer exactly as `run_multitask.py` does, draws real round-robin steps from its own dataloader, and
@@ -22,8 +29,22 @@ from trainer.multitask_trainer import MultitaskTrainer
 
 
 def build_trainer(preset: str, extra: list[str]) -> MultitaskTrainer:
-    argv = ["--preset", preset, "--output_dir", "/tmp/profile_step", "--per_device_train_batch_size", "8",
-            "--report_to", "none", "--do_train", "--tasks", "sst", "para", "sts", *extra]
+    argv = [
+        "--preset",
+        preset,
+        "--output_dir",
+        "/tmp/profile_step",
+        "--per_device_train_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--do_train",
+        "--tasks",
+        "sst",
+        "para",
+        "sts",
+        *extra,
+    ]
     model_args, data_args, training_args = run_multitask.parse_args(argv)
     raw = run_multitask.load_raw_datasets(data_args, None)
     from transformers import AutoTokenizer
@@ -76,10 +97,18 @@ def main():
         step = trainer._prepare_inputs(step)
         if record:
             macs.append(sum(encoder_macs(config, batch) for batch in step.values()))
-            tokens.append(sum(b["input_ids"].numel() + (b["input_ids_b"].numel() if "input_ids_b" in b else 0)
-                              for b in step.values()))
-            real_tokens.append(sum(int(b["attention_mask"].sum()) + int(b.get("attention_mask_b", torch.zeros(1)).sum())
-                                   for b in step.values()))
+            tokens.append(
+                sum(
+                    b["input_ids"].numel() + (b["input_ids_b"].numel() if "input_ids_b" in b else 0)
+                    for b in step.values()
+                )
+            )
+            real_tokens.append(
+                sum(
+                    int(b["attention_mask"].sum()) + int(b.get("attention_mask_b", torch.zeros(1)).sum())
+                    for b in step.values()
+                )
+            )
         model.train()
         # The trainer's own step, split: its per-task forward and backward are what `training_step` runs.
         timed("training_step (forward + backward, all tasks, + combine)", lambda: trainer.training_step(model, step))
@@ -97,10 +126,15 @@ def main():
         one_step(True)
 
     print(f"{args.preset} preset, batch 8 per task, {args.steps} steps, torch threads {torch.get_num_threads()}")
-    print(f"padded tokens per step {statistics.mean(tokens):.0f} (real {statistics.mean(real_tokens):.0f}); "
-          f"encoder multiply-adds per step (forward) {statistics.mean(macs) / 1e9:.2f} G")
+    print(
+        f"padded tokens per step {statistics.mean(tokens):.0f} (real {statistics.mean(real_tokens):.0f}); "
+        f"encoder multiply-adds per step (forward) {statistics.mean(macs) / 1e9:.2f} G"
+    )
     for name, values in parts.items():
-        print(f"{name:<60} {statistics.median(values) * 1e3:9.1f} ms (median)  {statistics.mean(values) * 1e3:9.1f} ms (mean)")
+        print(
+            f"{name:<60} {statistics.median(values) * 1e3:9.1f} ms (median)  "
+            f"{statistics.mean(values) * 1e3:9.1f} ms (mean)"
+        )
     # Matrix product throughput on this machine, for the floor.
     a, b = torch.randn(1024, 384), torch.randn(384, 1536)
     for _ in range(3):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
@@ -159,11 +158,14 @@ class BertPalsLayer(BertLayer):
         """
         `hidden_states` is `[batch, length, hidden_size]`, or with `packing` the packed real tokens `[tokens,
         hidden_size]`. Everything that reads the layer input (BERT's query/key/value and the PAL's V^E) is one matrix
-        product, and so are the PAL's own query/key/value: far fewer kernels, which is what small batches cost on a GPU.
+        product, and so are the PAL's own query/key/value: far fewer kernels, which is what small batches cost on a
+        GPU.
         """
         if kwargs.get("output_attentions", self.attention.self.config.output_attentions):
             # BertSelfAttention's own forward, where the attention weights are recorded.
-            return self._forward_recording_attentions(hidden_states, attention_mask, task, pal_encoder, pal_decoder, **kwargs)
+            return self._forward_recording_attentions(
+                hidden_states, attention_mask, task, pal_encoder, pal_decoder, **kwargs
+            )
         self_attention = self.attention.self
         pal_projections = [pal_encoder] if pal_encoder is not None else []
         query, key, value, *pal_input = fused_linear(
@@ -175,8 +177,9 @@ class BertPalsLayer(BertLayer):
         if pal_encoder is not None:
             # The PAL reads the layer input, as self-attention does, and joins the FFN's residual.
             pal = self.pals[task]
-            pal_context = attend(pal, *fused_linear(pal_input[0], pal.query, pal.key, pal.value), attention_mask, packing,
-                                 **kwargs)
+            pal_context = attend(
+                pal, *fused_linear(pal_input[0], pal.query, pal.key, pal.value), attention_mask, packing, **kwargs
+            )
             residual = attention_output + self.pal_activation(pal_decoder(pal_context))
         return self.output(self.intermediate(attention_output), residual)
 
@@ -205,7 +208,12 @@ class BertPalsEncoder(nn.Module):
             )
 
     def forward(
-        self, hidden_states, attention_mask=None, task: str | None = None, packing: TokenPacking | None = None, **kwargs
+        self,
+        hidden_states,
+        attention_mask=None,
+        task: str | None = None,
+        packing: TokenPacking | None = None,
+        **kwargs,
     ):
         pal_encoder = pal_decoder = None
         if self.config.use_pals and task is not None:
@@ -456,7 +464,7 @@ def cosent_loss(similarities: torch.Tensor, labels: torch.Tensor, scale: float =
 
 
 class PairRegressionHead(RegressionHead):
-    """The paper's STS baseline: the pair's features, dropout, linear to one value, sigmoid scaled to [0, max_score]."""
+    """The paper's STS baseline: the pair's features, dropout, linear to one value, sigmoid x max_score."""
 
     encoding = "separate"
 
@@ -559,7 +567,9 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
-    def _embed_pair(self, task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b):
+    def _embed_pair(
+        self, task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b
+    ):
         # The two sentences are encoded separately, as in the paper, but in one batched pass of both.
         length = max(input_ids.shape[1], input_ids_b.shape[1])
         batch = [input_ids, input_ids_b]
@@ -602,8 +612,17 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         if task not in self.heads:
             raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
         head = self.heads[task]
-        self._check_inputs(task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
-                           token_type_ids_b, labels)
+        self._check_inputs(
+            task,
+            head,
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            input_ids_b,
+            attention_mask_b,
+            token_type_ids_b,
+            labels,
+        )
         if head.encoding == "separate":
             embeddings, embeddings_b = self._embed_pair(
                 task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b
@@ -615,8 +634,9 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
 
     @staticmethod
-    def _check_inputs(task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
-                      token_type_ids_b, labels):
+    def _check_inputs(
+        task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b, labels
+    ):
         """Shapes and dtypes only (no values: that would synchronise with the device at every step)."""
 
         def describe(tensor):
@@ -638,8 +658,9 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         if head.encoding == "separate":
             if input_ids_b is None:
                 raise ValueError(f"Task {task!r} is a sentence-pair task: pass `input_ids_b` too.")
-            check_ids("input_ids_b", input_ids_b, "attention_mask_b", attention_mask_b, "token_type_ids_b",
-                      token_type_ids_b)
+            check_ids(
+                "input_ids_b", input_ids_b, "attention_mask_b", attention_mask_b, "token_type_ids_b", token_type_ids_b
+            )
             if input_ids_b.shape[0] != batch_size:
                 raise ValueError(
                     f"`input_ids_b` must hold the second sentence of each of the {batch_size} pairs, shape "

@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 import os
 from pathlib import Path
 
@@ -27,9 +34,28 @@ def minilm_path() -> str:
 def tiny_args(checkpoint, data_dir, output_dir, *extra):
     """run_multitask.py arguments for the tiny checkpoint (small PALs, no dropout) on the real data."""
     return [
-        "--model_name_or_path", checkpoint, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
-        "--pal_size", "12", "--pal_num_heads", "3", "--pal_decoder_init", "normal", "--classifier_dropout", "0",
-        "--report_to", "none", "--disable_tqdm", "True", "--seed", "0", "--dataloader_pin_memory", "False",
+        "--model_name_or_path",
+        checkpoint,
+        "--data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(output_dir),
+        "--pal_size",
+        "12",
+        "--pal_num_heads",
+        "3",
+        "--pal_decoder_init",
+        "normal",
+        "--classifier_dropout",
+        "0",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "True",
+        "--seed",
+        "0",
+        "--dataloader_pin_memory",
+        "False",
         *extra,
     ]
 
@@ -59,8 +85,14 @@ def tiny_checkpoint(tmp_path_factory, minilm_path) -> str:
 
     path = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     BertModel(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
     return str(path)

@@ -1,6 +1,14 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Tests of trainer.cs224n_builder (real CS224N files + injected faults) and trainer.hub_tasks."""
 
 import os
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -15,6 +23,7 @@ import pytest
 from trainer.cs224n_builder import Cs224nBuilder, Cs224nConfig, load_cs224n, normalize_sentence
 from trainer.hub_tasks import to_task_columns
 from trainer.tasks import TASKS
+
 
 # The real data directory comes from the `data_dir` fixture of tests/conftest.py:
 # $BERT_PALS_DATA_DIR, else <repo>/../shared/data (fails if absent).
@@ -206,7 +215,9 @@ def test_missing_label_column_in_train_is_an_error(data_dir, tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     shutil.copyfile(data_dir / "ids-sst-test-student.csv", d / "ids-sst-train.csv")
-    with pytest.raises(ValueError, match=r"ids-sst-train\.csv: line 1 \(header\): missing column\(s\) \['sentiment'\]"):
+    with pytest.raises(
+        ValueError, match=r"ids-sst-train\.csv: line 1 \(header\): missing column\(s\) \['sentiment'\]"
+    ):
         load_cs224n("sst", d)
 
 
@@ -322,9 +333,7 @@ def test_hub_missing_columns_error():
 
 
 def test_hub_out_of_range_labels_skip_warn_or_raise(caplog):
-    ds = datasets.Dataset.from_dict(
-        {"text": ["ok", "too high", "fine", ""], "label": [1, 5, 2, 3]}, split="train"
-    )
+    ds = datasets.Dataset.from_dict({"text": ["ok", "too high", "fine", ""], "label": [1, 5, 2, 3]}, split="train")
     caplog.set_level(logging.WARNING, logger=HUB_LOGGER)
     out = to_task_columns(ds, "sst", {"text": "sentence"})
     assert out["sentence"] == ["ok", "fine"] and out["id"] == ["0", "2"]

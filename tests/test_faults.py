@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Issue 12, "nothing lost, nothing silent": what a user meets with faults and bad input (a re-used output folder,
 bad options, saved models, missing or damaged files, killed or diverged runs) ends in the right result or in a clear
 error that names the option or the file, never in a silent wrong result. Tiny random BERT, tiny copies of the data.
@@ -21,13 +28,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config, tiny_datasets
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, TrainerCallback
 from transformers import logging as transformers_logging
 from transformers.testing_utils import CaptureLogger
 
 import run_multitask
-from conftest import tiny_datasets, tiny_config
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
 from trainer.data_collator import MultitaskCollator
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
@@ -65,10 +72,29 @@ def copy_data(tiny_data, tmp_path) -> Path:
 
 def cli_args(checkpoint, data, output_dir, *extra) -> list[str]:
     return [
-        "--model_name_or_path", str(checkpoint), "--data_dir", str(data), "--output_dir", str(output_dir),
-        "--pal_size", "12", "--pal_num_heads", "3", "--report_to", "none", "--disable_tqdm", "True", "--seed", "0",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "64", "--dataloader_pin_memory",
-        "False", *extra,
+        "--model_name_or_path",
+        str(checkpoint),
+        "--data_dir",
+        str(data),
+        "--output_dir",
+        str(output_dir),
+        "--pal_size",
+        "12",
+        "--pal_num_heads",
+        "3",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "True",
+        "--seed",
+        "0",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "64",
+        "--dataloader_pin_memory",
+        "False",
+        *extra,
     ]
 
 
@@ -103,7 +129,16 @@ def test_output_dir_of_another_run_is_refused_unless_overwritten(tiny_checkpoint
         train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac")
     assert (output_dir / "model.safetensors").read_bytes() == first_model  # nothing of the first run was touched
 
-    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--overwrite_output_dir", "--save_strategy", "no")
+    train(
+        tiny_checkpoint,
+        tiny_data,
+        output_dir,
+        "--preset",
+        "gradvac",
+        "--overwrite_output_dir",
+        "--save_strategy",
+        "no",
+    )
     assert not list(output_dir.glob("checkpoint-*"))  # none of the first run's checkpoints is left beside the new run
     assert json.loads((output_dir / RUN_CONFIG).read_text())["training"]["gradient_surgery"] == "gradvac"
 
@@ -111,13 +146,38 @@ def test_output_dir_of_another_run_is_refused_unless_overwritten(tiny_checkpoint
 def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_checkpoint, tiny_data, tmp_path):
     output_dir = tmp_path / "run"
     train(tiny_checkpoint, tiny_data, output_dir, "--preset", "naive", "--save_steps", "1")
-    with pytest.raises(ValueError, match=r"checkpoint-2 belongs to another run .*gradient_surgery: 'none' there, "
-                                         r"'gradvac' now"):
-        train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3",
-              "--resume_from_checkpoint", "true")
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint-2 belongs to another run .*gradient_surgery: 'none' there, "
+        r"'gradvac' now",
+    ):
+        train(
+            tiny_checkpoint,
+            tiny_data,
+            output_dir,
+            "--preset",
+            "gradvac",
+            "--max_steps",
+            "3",
+            "--resume_from_checkpoint",
+            "true",
+        )
     # The same configuration resumes, with the tasks named in any order.
-    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "naive", "--max_steps", "3", "--resume_from_checkpoint",
-          "true", "--tasks", "sts", "sst", "para")
+    train(
+        tiny_checkpoint,
+        tiny_data,
+        output_dir,
+        "--preset",
+        "naive",
+        "--max_steps",
+        "3",
+        "--resume_from_checkpoint",
+        "true",
+        "--tasks",
+        "sts",
+        "sst",
+        "para",
+    )
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
 
 
@@ -157,20 +217,63 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
     # config.json stores the tasks with sorted keys; the order must not matter.
     assert list(json.loads((saved_run / "config.json").read_text())["tasks"]) == ["para", "sst", "sts"]
     predict = tmp_path / "predict"
-    run_multitask.main(["--model_name_or_path", str(saved_run), "--data_dir", str(tiny_data), "--output_dir",
-                        str(predict), "--do_predict", "--report_to", "none", "--disable_tqdm", "True"])
+    run_multitask.main(
+        [
+            "--model_name_or_path",
+            str(saved_run),
+            "--data_dir",
+            str(tiny_data),
+            "--output_dir",
+            str(predict),
+            "--do_predict",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+        ]
+    )
     assert sorted(p.name for p in (predict / "predictions").iterdir()) == [
-        "para-dev-output.csv", "sst-dev-output.csv", "sst-test-output.csv", "sts-dev-output.csv", "sts-test-output.csv"
+        "para-dev-output.csv",
+        "sst-dev-output.csv",
+        "sst-test-output.csv",
+        "sts-dev-output.csv",
+        "sts-test-output.csv",
     ]
-    run_multitask.main(["--model_name_or_path", str(saved_run), "--data_dir", str(tiny_data), "--output_dir",
-                        str(tmp_path / "eval"), "--do_eval", "--tasks", "sts", "para", "sst", "--report_to", "none"])
+    run_multitask.main(
+        [
+            "--model_name_or_path",
+            str(saved_run),
+            "--data_dir",
+            str(tiny_data),
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--do_eval",
+            "--tasks",
+            "sts",
+            "para",
+            "sst",
+            "--report_to",
+            "none",
+        ]
+    )
     assert "eval_overall" in json.loads((tmp_path / "eval" / "eval_results.json").read_text())
 
     # A model of two tasks: those are the default.
     two = tmp_path / "two"
     train(tiny_checkpoint, tiny_data, two, "--tasks", "sts", "sst", "--save_strategy", "no")
-    run_multitask.main(["--model_name_or_path", str(two), "--data_dir", str(tiny_data), "--output_dir",
-                        str(tmp_path / "predict_two"), "--do_predict", "--report_to", "none"])
+    run_multitask.main(
+        [
+            "--model_name_or_path",
+            str(two),
+            "--data_dir",
+            str(tiny_data),
+            "--output_dir",
+            str(tmp_path / "predict_two"),
+            "--do_predict",
+            "--report_to",
+            "none",
+        ]
+    )
     written = sorted(p.name for p in (tmp_path / "predict_two" / "predictions").iterdir())
     assert written == ["sst-dev-output.csv", "sst-test-output.csv", "sts-dev-output.csv", "sts-test-output.csv"]
 
@@ -182,8 +285,11 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
 def test_missing_dev_file_of_a_requested_task_is_an_error(evaluation, tiny_checkpoint, tiny_data, tmp_path):
     data = copy_data(tiny_data, tmp_path)
     (data / "quora-dev.csv").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(data / 'quora-dev.csv'))}: not found; it holds "
-                                                r"the validation split of task 'para'"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"{re.escape(str(data / 'quora-dev.csv'))}: not found; it holds "
+        r"the validation split of task 'para'",
+    ):
         train(tiny_checkpoint, data, tmp_path / "run", *evaluation)
 
 
@@ -215,16 +321,29 @@ def test_every_test_id_gets_a_prediction_even_with_an_empty_sentence(tiny_checkp
 @pytest.mark.parametrize(
     "task, sts_head, inputs, message",
     [
-        ("sst", "cosine", dict(labels=torch.tensor([0.0, 1.0, 2.0, 3.7])),
-         r"Task 'sst': `labels` must be an integer \(torch.long\) tensor of class indices of shape \[4\]; got a "
-         r"torch.float32 tensor of shape \[4\]"),
-        ("para", "cosine", dict(input_ids_b="first row"),
-         r"`input_ids_b` must hold the second sentence of each of the 4 pairs, shape \[4, sequence_length\]; got a "
-         r"torch.int64 tensor of shape \[1, 5\]"),
+        (
+            "sst",
+            "cosine",
+            dict(labels=torch.tensor([0.0, 1.0, 2.0, 3.7])),
+            r"Task 'sst': `labels` must be an integer \(torch.long\) tensor of class indices of shape \[4\]; got a "
+            r"torch.float32 tensor of shape \[4\]",
+        ),
+        (
+            "para",
+            "cosine",
+            dict(input_ids_b="first row"),
+            r"`input_ids_b` must hold the second sentence of each of the 4 pairs, shape \[4, sequence_length\]; got a "
+            r"torch.int64 tensor of shape \[1, 5\]",
+        ),
         ("sts", "cosine", dict(input_ids_b="first row"), r"`input_ids_b` must hold the second sentence of each of "),
-        ("sts", "linear", dict(labels=torch.full((4, 1), 2.5)),
-         r"Task 'sts': `labels` must be a float tensor of scores of shape \[4\]; got a torch.float32 tensor of shape "
-         r"\[4, 1\]"),
+        (
+            "sts",
+            "linear",
+            dict(labels=torch.full((4, 1), 2.5)),
+            r"Task 'sts': `labels` must be a float tensor of scores of shape \[4\]; got a torch.float32 tensor of "
+            r"shape "
+            r"\[4, 1\]",
+        ),
     ],
 )
 def test_forward_rejects_wrong_inputs(task, sts_head, inputs, message):
@@ -252,16 +371,34 @@ def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_che
     killed.mkdir()
     for name in ("config.json", "configuration_bert_pals.py", "modeling_bert_pals.py"):
         shutil.copy(output_dir / "checkpoint-2" / name, killed / name)
-    train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3", "--resume_from_checkpoint",
-          "true")
+    train(
+        tiny_checkpoint,
+        tiny_data,
+        output_dir,
+        "--preset",
+        "gradvac",
+        "--max_steps",
+        "3",
+        "--resume_from_checkpoint",
+        "true",
+    )
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert (killed / "model.safetensors").is_file() and (killed / RUN_CONFIG).is_file()  # written again, complete
 
     (killed / SURGERY_STATE_NAME).unlink()
     with pytest.raises(ValueError, match=rf"checkpoint-3 is incomplete: {SURGERY_STATE_NAME} is missing"):
-        train(tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "4",
-              "--resume_from_checkpoint", str(killed))
+        train(
+            tiny_checkpoint,
+            tiny_data,
+            output_dir,
+            "--preset",
+            "gradvac",
+            "--max_steps",
+            "4",
+            "--resume_from_checkpoint",
+            str(killed),
+        )
 
 
 # ---- A diverged run names its last healthy checkpoint and never saves non-finite weights ----
@@ -269,12 +406,29 @@ def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_che
 
 def tiny_trainer(output_dir, tokenizer, callbacks=None, **kwargs) -> MultitaskTrainer:
     torch.manual_seed(0)
-    config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, classifier_dropout=0.1,
-                         pal_decoder_init="normal", sts_head="linear")
+    config = tiny_config(
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        classifier_dropout=0.1,
+        pal_decoder_init="normal",
+        sts_head="linear",
+    )
     defaults = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=6, save_steps=1, learning_rate=1e-3,
-        optim="adamw_torch", lr_scheduler_type="linear", max_grad_norm=1.0, gradient_surgery="gradvac",
-        gradvac_beta=0.5, report_to="none", disable_tqdm=True, seed=0, use_cpu=True, dataloader_pin_memory=False,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        save_steps=1,
+        learning_rate=1e-3,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        gradient_surgery="gradvac",
+        gradvac_beta=0.5,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=True,
+        dataloader_pin_memory=False,
     )
     defaults.update(kwargs)
     return MultitaskTrainer(
@@ -313,15 +467,25 @@ class Diverge(TrainerCallback):
 @pytest.mark.parametrize(
     "nan_event, message",
     [
-        ("step", r"After step 4 the weights are not finite .*checkpoint-4 was not written\. The last healthy "
-                 r"checkpoint .* is \S+checkpoint-2 "),
+        (
+            "step",
+            r"After step 4 the weights are not finite .*checkpoint-4 was not written\. The last healthy "
+            r"checkpoint .* is \S+checkpoint-2 ",
+        ),
         ("save", r"Non-finite training loss at step 4 .*The last healthy checkpoint .* is \S+checkpoint-2 "),
     ],
 )
 def test_diverged_run_names_the_last_healthy_checkpoint(nan_event, message, tmp_path, minilm_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    trainer = tiny_trainer(tmp_path, tokenizer, callbacks=[Diverge(nan_event)], logging_steps=1, optim="sgd",
-                           learning_rate=0.01, lr_scheduler_type="constant")
+    trainer = tiny_trainer(
+        tmp_path,
+        tokenizer,
+        callbacks=[Diverge(nan_event)],
+        logging_steps=1,
+        optim="sgd",
+        learning_rate=0.01,
+        lr_scheduler_type="constant",
+    )
     with pytest.raises(FloatingPointError, match=message):
         trainer.train()
     for checkpoint in tmp_path.glob("checkpoint-*"):  # no saved checkpoint holds a non-finite weight
@@ -348,9 +512,12 @@ def test_damaged_files_are_named(saved_run, tiny_checkpoint, tiny_data, tmp_path
     weights = checkpoint / "model.safetensors"
     size = weights.stat().st_size
     weights.write_bytes(weights.read_bytes()[: size // 2])
-    with pytest.raises(ValueError, match=rf"checkpoint-2 is incomplete: model.safetensors has {size // 2} bytes, "
-                                         rf"{size} when it was saved .* The last complete checkpoint beside it is "
-                                         r"\S+checkpoint-1"):
+    with pytest.raises(
+        ValueError,
+        match=rf"checkpoint-2 is incomplete: model.safetensors has {size // 2} bytes, "
+        rf"{size} when it was saved .* The last complete checkpoint beside it is "
+        r"\S+checkpoint-1",
+    ):
         run_multitask.main([*resume, "--resume_from_checkpoint", str(checkpoint)])
 
     # A corrupt gradient_surgery.pt (same size, so only reading it tells).
@@ -376,8 +543,11 @@ def test_damaged_files_are_named(saved_run, tiny_checkpoint, tiny_data, tmp_path
 
     # A model folder that does not exist is not an invalid Hub repo id.
     missing = tmp_path / "no" / "such_model"
-    with pytest.raises(FileNotFoundError, match=rf"--model_name_or_path {re.escape(str(missing))}: no such model "
-                                                r"folder"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"--model_name_or_path {re.escape(str(missing))}: no such model "
+        r"folder",
+    ):
         run_multitask.main(["--model_name_or_path", str(missing), "--output_dir", str(tmp_path / "p2"), *predict])
 
 
@@ -433,8 +603,15 @@ def readme_python_line(start: str) -> str:
 def test_readme_tokenizer_line_loads_a_saved_run_without_a_prompt(saved_run, tmp_path):
     line = readme_python_line("tokenizer = AutoTokenizer.from_pretrained(").replace("outputs/combined", str(saved_run))
     code = f"from transformers import AutoTokenizer\n{line}\nprint(type(tokenizer).__name__)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=OFFLINE_ENV, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=OFFLINE_ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Do you wish to run the custom code" not in output, output
     assert "You are using a model of type" not in output and "BertTokenizer" in result.stdout, output
@@ -446,8 +623,14 @@ def test_readme_command_launches_without_accelerate_default_warnings(tmp_path):
     script = tmp_path / "script.py"
     script.write_text("import os\nprint('launched with', os.environ['OMP_NUM_THREADS'], 'threads')\n")
     env = {key: value for key, value in OFFLINE_ENV.items() if key != "OMP_NUM_THREADS"}
-    result = subprocess.run(["accelerate", "launch", *launch_options, str(script)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["accelerate", "launch", *launch_options, str(script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "had defaults used instead" not in result.stderr, result.stderr
     # Left to itself, `accelerate launch` would pin the process to one thread.

@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """The task heads and their losses: shapes, finite losses, gradients only where they belong, the loss formulas, and
 a cross-encoded pair task through run_multitask.py (training, evaluation, prediction files, remote-code reload)."""
 
@@ -38,10 +45,18 @@ VARIANTS = {
         "linear",
         (PairClassificationHead, PairRegressionHead),
     ),
-    "cosine-cosent": ({"loss": "cross_entropy+ranking"}, {"loss": "cosent"}, "cosine",
-                      (PairClassificationHead, CosineSimilarityHead)),
-    "cross": ({"encoding": "cross"}, {"encoding": "cross", "loss": "cosent"}, "cosine",
-              (CrossEncoderClassificationHead, CrossEncoderRegressionHead)),
+    "cosine-cosent": (
+        {"loss": "cross_entropy+ranking"},
+        {"loss": "cosent"},
+        "cosine",
+        (PairClassificationHead, CosineSimilarityHead),
+    ),
+    "cross": (
+        {"encoding": "cross"},
+        {"encoding": "cross", "loss": "cosent"},
+        "cosine",
+        (CrossEncoderClassificationHead, CrossEncoderRegressionHead),
+    ),
 }
 
 
@@ -53,8 +68,9 @@ def variant_model(name, use_pals=True):
         "sts": {"kind": "pair_regression", "num_labels": 1, **sts},
     }
     torch.manual_seed(0)
-    return BertPalsForMultitask(tiny_config(tasks=tasks, sts_head=sts_head, use_pals=use_pals,
-                                            pal_decoder_init="normal"))
+    return BertPalsForMultitask(
+        tiny_config(tasks=tasks, sts_head=sts_head, use_pals=use_pals, pal_decoder_init="normal")
+    )
 
 
 def batch_for(model, task, batch_size=6, seed=0):
@@ -192,11 +208,32 @@ def test_head_options_on_the_command_line(tiny_checkpoint, data_dir, tmp_path):
 @pytest.mark.slow
 def test_cross_encoded_pairs_train_evaluate_predict_and_reload(tiny_checkpoint, data_dir, tmp_path):
     output_dir = tmp_path / "run"
-    run_multitask.main(tiny_args(
-        tiny_checkpoint, data_dir, output_dir, "--preset", "combined", "--pair_encoding", "cross", "--loss",
-        "sts=cosent", "--do_train", "--do_eval", "--do_predict", "--max_train_samples", "32", "--max_steps", "2",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "256", "--save_strategy", "no",
-    ))
+    run_multitask.main(
+        tiny_args(
+            tiny_checkpoint,
+            data_dir,
+            output_dir,
+            "--preset",
+            "combined",
+            "--pair_encoding",
+            "cross",
+            "--loss",
+            "sts=cosent",
+            "--do_train",
+            "--do_eval",
+            "--do_predict",
+            "--max_train_samples",
+            "32",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--per_device_eval_batch_size",
+            "256",
+            "--save_strategy",
+            "no",
+        )
+    )
     results = json.loads((output_dir / "all_results.json").read_text())
     assert {"eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall"} <= set(results)
     saved = json.loads((output_dir / "config.json").read_text())
@@ -213,8 +250,9 @@ def test_cross_encoded_pairs_train_evaluate_predict_and_reload(tiny_checkpoint, 
 
     model = BertPalsForMultitask.from_pretrained(output_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    batch = dict(tokenizer(["how do i learn python ?"], ["what is the best way to learn python ?"],
-                           return_tensors="pt"))
+    batch = dict(
+        tokenizer(["how do i learn python ?"], ["what is the best way to learn python ?"], return_tensors="pt")
+    )
     with torch.no_grad():
         expected = {task: model(task=task, **batch).logits for task in ("para", "sts")}
     torch.save(batch, tmp_path / "batch.pt")

@@ -1,6 +1,14 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Tests of the project's evaluate module trainer/metrics/cs224n_metric.py (loaded by path, offline)."""
 
 import os
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
@@ -15,6 +23,7 @@ import evaluate
 import numpy as np
 import pytest
 import scipy.stats
+
 
 METRIC_PATH = str(Path(__file__).resolve().parents[1] / "trainer" / "metrics" / "cs224n_metric.py")
 

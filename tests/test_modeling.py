@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 import json
 import os
 import subprocess
@@ -6,9 +13,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
-from conftest import tiny_config
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask, BertPalsModel
 
 
@@ -76,8 +83,9 @@ def test_pals_change_the_output_once_trained():
 
 def test_from_bert_checkpoint_loads_every_bert_weight_and_reports_no_expected_missing_weight(minilm_path):
     """PAL and head weights are what a BERT checkpoint cannot have: they are created, not reported as missing."""
-    model, info = BertPalsForMultitask.from_pretrained(minilm_path, pal_size=48, pal_num_heads=6,
-                                                       output_loading_info=True)
+    model, info = BertPalsForMultitask.from_pretrained(
+        minilm_path, pal_size=48, pal_num_heads=6, output_loading_info=True
+    )
     assert model.config.pal_size == 48
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     bert = BertModel.from_pretrained(minilm_path).state_dict()
@@ -92,7 +100,11 @@ def test_task_loss_gives_zero_gradient_to_other_tasks(sts_head):
     torch.manual_seed(0)
     model = BertPalsForMultitask(tiny_config(sts_head=sts_head, pal_decoder_init="normal"))
     batch = random_pair_batch()
-    labels = {"sst": torch.tensor([0, 4, 2, 1]), "para": torch.tensor([0, 1, 1, 0]), "sts": torch.tensor([0.0, 5.0, 2.5, 1.0])}
+    labels = {
+        "sst": torch.tensor([0, 4, 2, 1]),
+        "para": torch.tensor([0, 1, 1, 0]),
+        "sts": torch.tensor([0.0, 5.0, 2.5, 1.0]),
+    }
     names, parameters = zip(*model.named_parameters())
     for task in model.config.task_names:
         inputs = dict(batch) if task != "sst" else {k: v for k, v in batch.items() if not k.endswith("_b")}
@@ -134,7 +146,10 @@ def test_parameter_count_bert_base_three_tasks():
     for task in config.task_names:
         n_pals = sum(t.numel() for name, t in model.named_task_parameters(task) if not name.startswith("heads."))
         assert n_pals == per_task_pals
-    print(f"bert-base {n_bert:,}; with 3 tasks' PALs and heads {n_model:,} (+{n_model - n_bert:,}, {n_model / n_bert:.4f}x)")
+    print(
+        f"bert-base {n_bert:,}; with 3 tasks' PALs and heads {n_model:,} "
+        f"(+{n_model - n_bert:,}, {n_model / n_bert:.4f}x)"
+    )
 
 
 def test_forward_outputs_and_losses():
@@ -177,16 +192,32 @@ def test_training_on_packed_tokens_equals_the_padded_batch(use_pals, pooling):
     results = {}
     for pack_tokens in (True, False):
         torch.manual_seed(0)
-        config = tiny_config(use_pals=use_pals, pooling=pooling, pal_decoder_init="normal", pack_tokens=pack_tokens,
-                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+        config = tiny_config(
+            use_pals=use_pals,
+            pooling=pooling,
+            pal_decoder_init="normal",
+            pack_tokens=pack_tokens,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            classifier_dropout=0.0,
+        )
         model = BertPalsForMultitask(config).train()
         batch = random_pair_batch(length=9, length_b=6)
         batch["attention_mask_b"][1:, 3:] = 0
-        sst = model(task="sst", input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    labels=torch.tensor([0, 1, 2, 3]))
+        sst = model(
+            task="sst",
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=torch.tensor([0, 1, 2, 3]),
+        )
         sts = model(task="sts", labels=torch.tensor([0.0, 1.0, 2.0, 5.0]), **batch)
         (sst.loss + sts.loss).backward()
-        results[pack_tokens] = (sst.loss, sts.embeddings, sts.embeddings_b, {n: p.grad for n, p in model.named_parameters()})
+        results[pack_tokens] = (
+            sst.loss,
+            sts.embeddings,
+            sts.embeddings_b,
+            {n: p.grad for n, p in model.named_parameters()},
+        )
     packed, padded = results[True], results[False]
     for a, b in zip(packed[:3], padded[:3]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

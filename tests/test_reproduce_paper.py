@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """experiments/reproduce_paper.py: the commands it prints, a real end-to-end reproduction with a tiny BERT (runs,
 skip on rerun, gathering, resuming, table and figures), the table's statistics and committing results."""
 

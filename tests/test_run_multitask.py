@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """run_multitask.py end to end on the real data, with a tiny BERT checkpoint: presets, predictions, and a real
 2-process run (torchrun, gloo) that computes what one process computes on the union of the batches."""
 
@@ -8,14 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_args
 from safetensors.torch import load_file
 from transformers import BertModel
 
 import plot_multitask
-from conftest import tiny_args
 import run_multitask
 from trainer.cs224n_builder import load_cs224n
 from trainer.predictions import read_predictions
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +52,34 @@ def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):
 
 
 def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_path):
-    run_multitask.main(tiny_args(
-        tiny_checkpoint, data_dir, tmp_path, "--preset", "combined", "--do_train", "--do_eval", "--do_predict",
-        "--max_train_samples", "32", "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "256", "--save_strategy", "no", "--logging_steps", "1",
-        "--eval_strategy", "steps", "--eval_steps", "1",
-    ))
+    run_multitask.main(
+        tiny_args(
+            tiny_checkpoint,
+            data_dir,
+            tmp_path,
+            "--preset",
+            "combined",
+            "--do_train",
+            "--do_eval",
+            "--do_predict",
+            "--max_train_samples",
+            "32",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--per_device_eval_batch_size",
+            "256",
+            "--save_strategy",
+            "no",
+            "--logging_steps",
+            "1",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "1",
+        )
+    )
     results = json.loads((tmp_path / "all_results.json").read_text())
     for key in ("eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall", "train_loss"):
         assert key in results
@@ -91,20 +121,58 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
 def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path, preset):
     """Summed losses (naive) and PALs + GradVac (combined), gradient accumulation 2, 3 optimizer steps: torchrun with
     2 processes (gloo) and batch 2 per task and process, against one process with batch 4."""
-    common = ["--preset", preset, "--do_train", "--max_train_samples", "48", "--max_steps", "3",
-              "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
-              "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5",
-              "--log_level", "info"]
+    common = [
+        "--preset",
+        preset,
+        "--do_train",
+        "--max_train_samples",
+        "48",
+        "--max_steps",
+        "3",
+        "--gradient_accumulation_steps",
+        "2",
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        "0.05",
+        "--lr_scheduler_type",
+        "constant",
+        "--save_strategy",
+        "no",
+        "--gradvac_beta",
+        "0.5",
+        "--log_level",
+        "info",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     one = tmp_path / "one"
-    subprocess.run([sys.executable, "run_multitask.py",
-                    *tiny_args(tiny_checkpoint, data_dir, one, *common, "--per_device_train_batch_size", "4")],
-                   cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "run_multitask.py",
+            *tiny_args(tiny_checkpoint, data_dir, one, *common, "--per_device_train_batch_size", "4"),
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     two = tmp_path / "two"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "run_multitask.py",
-         *tiny_args(tiny_checkpoint, data_dir, two, *common, "--per_device_train_batch_size", "2")],
-        cwd=REPO, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "run_multitask.py",
+            *tiny_args(tiny_checkpoint, data_dir, two, *common, "--per_device_train_batch_size", "2"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr

@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 import collections
 import math
 
@@ -7,6 +14,7 @@ from accelerate import skip_first_batches
 from torch.utils.data import DataLoader
 
 from trainer.sampling import MultitaskBatchSampler, MultitaskDataset
+
 
 SIZES = {"sst": 50, "para": 130, "sts": 30}
 
@@ -101,7 +109,9 @@ def test_resuming_mid_epoch_gives_the_remaining_batches():
 
 
 def test_multitask_dataset_maps_global_indices_to_tasks():
-    dataset = MultitaskDataset({"a": datasets.Dataset.from_dict({"x": [0, 1]}), "b": datasets.Dataset.from_dict({"x": [10]})})
+    dataset = MultitaskDataset(
+        {"a": datasets.Dataset.from_dict({"x": [0, 1]}), "b": datasets.Dataset.from_dict({"x": [10]})}
+    )
     assert len(dataset) == 3 and [dataset[i]["x"] for i in range(3)] == [0, 1, 10]
     assert dataset.task_sizes() == {"a": 2, "b": 1}
 

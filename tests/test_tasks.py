@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """The task registry: a user's own task and CFIMDB train next to the paper's tasks with no code of their own, and no
 module outside the registry and the model's heads names a task or a task kind."""
 
@@ -47,11 +54,31 @@ def polarity_task():
 
 @pytest.mark.slow
 def test_a_registered_task_trains_next_to_the_paper_tasks(polarity_task, tiny_checkpoint, data_dir, tmp_path):
-    run_multitask.main(tiny_args(
-        tiny_checkpoint, data_dir, tmp_path, "--tasks", "sst", "para", "sts", "polarity", "--do_train", "--do_eval",
-        "--do_predict", "--max_train_samples", "16", "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "256", "--save_strategy", "no",
-    ))
+    run_multitask.main(
+        tiny_args(
+            tiny_checkpoint,
+            data_dir,
+            tmp_path,
+            "--tasks",
+            "sst",
+            "para",
+            "sts",
+            "polarity",
+            "--do_train",
+            "--do_eval",
+            "--do_predict",
+            "--max_train_samples",
+            "16",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--per_device_eval_batch_size",
+            "256",
+            "--save_strategy",
+            "no",
+        )
+    )
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert {"eval_polarity_accuracy", "eval_sst_accuracy", "eval_overall"} <= set(results)
     for split, size in (("dev", 12), ("test", 8)):
@@ -65,11 +92,31 @@ def test_a_registered_task_trains_next_to_the_paper_tasks(polarity_task, tiny_ch
 
 @pytest.mark.slow
 def test_cfimdb_is_a_fourth_task(tiny_checkpoint, data_dir, tmp_path):
-    run_multitask.main(tiny_args(
-        tiny_checkpoint, data_dir, tmp_path, "--tasks", "sst", "para", "sts", "cfimdb", "--do_train", "--do_eval",
-        "--do_predict", "--max_train_samples", "16", "--max_eval_samples", "64", "--max_steps", "2",
-        "--per_device_train_batch_size", "4", "--save_strategy", "no",
-    ))
+    run_multitask.main(
+        tiny_args(
+            tiny_checkpoint,
+            data_dir,
+            tmp_path,
+            "--tasks",
+            "sst",
+            "para",
+            "sts",
+            "cfimdb",
+            "--do_train",
+            "--do_eval",
+            "--do_predict",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "64",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--save_strategy",
+            "no",
+        )
+    )
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert {"eval_cfimdb_accuracy", "eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson"} <= set(results)
     predictions = {path.name for path in (tmp_path / "predictions").iterdir() if path.name.startswith("cfimdb")}

@@ -1,11 +1,18 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """MultitaskTrainer on a tiny random BERT: per-task backward passes give the summed loss's gradients, accumulation
 windows equal larger batches, and a killed run resumes to the same weights."""
 
 import pytest
 import torch
+from conftest import tiny_config, tiny_datasets
 from transformers import AutoTokenizer, TrainerCallback
 
-from conftest import tiny_config, tiny_datasets
 from modeling_bert_pals import BertPalsForMultitask
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
 from trainer.training_args import MultitaskTrainingArguments
@@ -103,7 +110,10 @@ def test_gradient_accumulation_equals_one_double_batch(tmp_path, tokenizer, surg
     single = make_trainer(tmp_path / "single", tokenizer, per_device_train_batch_size=4, gradient_surgery=surgery)
     single.train()
     accumulated = make_trainer(
-        tmp_path / "accumulated", tokenizer, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+        tmp_path / "accumulated",
+        tokenizer,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
         gradient_surgery=surgery,
     )
     accumulated.train()
@@ -173,15 +183,23 @@ class KillAtStep(TrainerCallback):
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
     """Mid-epoch (an epoch here is 10 steps), with dropout, AdamW, a decaying learning rate and GradVac targets."""
     common = dict(
-        max_steps=7, save_strategy="steps", save_steps=3, learning_rate=1e-3, optim="adamw_torch",
-        lr_scheduler_type="linear", max_grad_norm=1.0, gradient_surgery=surgery, gradvac_beta=0.5,
+        max_steps=7,
+        save_strategy="steps",
+        save_steps=3,
+        learning_rate=1e-3,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        gradient_surgery=surgery,
+        gradvac_beta=0.5,
     )
     full = make_trainer(tmp_path / "full", tokenizer, model=tiny_model(dropout=0.1), **common)
     assert len(full.get_train_dataloader()) == 10
     full.train()
 
-    killed = make_trainer(tmp_path / "killed", tokenizer, model=tiny_model(dropout=0.1),
-                          callbacks=[KillAtStep(5)], **common)
+    killed = make_trainer(
+        tmp_path / "killed", tokenizer, model=tiny_model(dropout=0.1), callbacks=[KillAtStep(5)], **common
+    )
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     checkpoint = tmp_path / "killed" / "checkpoint-3"
@@ -218,9 +236,17 @@ def test_sparse_word_embedding_gradients_give_the_dense_update(tmp_path, tokeniz
     AdamW (which moves untouched rows too) the weights after several steps equal those of the dense path."""
     trained = {}
     for sparse in (True, False):
-        # A large epsilon keeps AdamW from blowing rounding noise (e.g. the key biases' ~0 gradient) up to lr-sized steps.
-        trainer = make_trainer(tmp_path / str(sparse), tokenizer, max_steps=4, optim="adamw_torch", learning_rate=1e-2,
-                               adam_epsilon=1e-3, gradient_surgery=surgery, max_grad_norm=1.0)
+        # A large epsilon keeps AdamW from blowing rounding noise (the key biases' ~0 gradient) up to lr-sized steps.
+        trainer = make_trainer(
+            tmp_path / str(sparse),
+            tokenizer,
+            max_steps=4,
+            optim="adamw_torch",
+            learning_rate=1e-2,
+            adam_epsilon=1e-3,
+            gradient_surgery=surgery,
+            max_grad_norm=1.0,
+        )
         embeddings = trainer.model.get_input_embeddings()
         assert embeddings.sparse and trainer._word_embeddings is not None
         if not sparse:
@@ -246,8 +272,9 @@ def test_evaluation_by_length_gives_the_metrics_and_predictions_of_the_plain_loo
     for task, dataset in dev.items():
         collate = trainer.data_collator
         with torch.no_grad():  # one row at a time, in the dataset's order: no padding at all
-            logits = torch.cat([model(**{k: v for k, v in collate([row]).items() if k != "labels"}).logits
-                                for row in dataset])
+            logits = torch.cat(
+                [model(**{k: v for k, v in collate([row]).items() if k != "labels"}).logits for row in dataset]
+            )
         output = trainer.predict(dataset)
         torch.testing.assert_close(torch.as_tensor(output.predictions), logits, atol=1e-5, rtol=1e-5)
         labels = torch.tensor(dataset["labels"])
@@ -255,6 +282,8 @@ def test_evaluation_by_length_gives_the_metrics_and_predictions_of_the_plain_loo
             pearson = float(torch.corrcoef(torch.stack([logits, labels]))[0, 1])
             assert metrics["eval_sts_pearson"] == pytest.approx(pearson, abs=1e-5)
         else:
-            assert metrics[f"eval_{task}_accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))
+            assert metrics[f"eval_{task}_accuracy"] == pytest.approx(
+                float((logits.argmax(-1) == labels).float().mean())
+            )
     assert trainer.evaluate() == metrics
     assert len(trainer.state.log_history) == logged  # reused, not run again

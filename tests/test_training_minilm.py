@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Integration: a short real run of the packaged all-MiniLM-L6-v2 on the real data beats the untrained model."""
 
 from transformers import AutoTokenizer
@@ -7,6 +14,7 @@ from trainer.cs224n_builder import load_cs224n
 from trainer.multitask_trainer import MultitaskTrainer
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
+
 
 DEV_ROWS = 400  # per task: enough for differences of a few points, quick on two cores
 
@@ -21,16 +29,30 @@ def test_short_run_beats_the_untrained_model(minilm_path, data_dir, tmp_path):
         train[task] = tokenize_task(raw["train"], tokenizer, task, encoding)
         dev[task] = tokenize_task(raw["validation"].select(range(DEV_ROWS)), tokenizer, task, encoding)
     args = MultitaskTrainingArguments(
-        output_dir=str(tmp_path), max_steps=240, per_device_train_batch_size=8, per_device_eval_batch_size=64,
-        learning_rate=5e-5, warmup_steps=20, gradient_surgery="gradvac", report_to="none", save_strategy="no",
-        disable_tqdm=True, seed=0, use_cpu=True, dataloader_pin_memory=False,
+        output_dir=str(tmp_path),
+        max_steps=240,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=64,
+        learning_rate=5e-5,
+        warmup_steps=20,
+        gradient_surgery="gradvac",
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=True,
+        dataloader_pin_memory=False,
     )
-    trainer = MultitaskTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer)
+    trainer = MultitaskTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer
+    )
     before = trainer.evaluate()
     trainer.train()
     after = trainer.evaluate()
-    summary = {key: (round(before[key], 3), round(after[key], 3))
-               for key in ("eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall")}
+    summary = {
+        key: (round(before[key], 3), round(after[key], 3))
+        for key in ("eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall")
+    }
     print(f"dev metrics on {DEV_ROWS} rows per task (untrained, after 240 steps): {summary}")
     for key, (untrained, trained) in summary.items():
         assert trained > untrained, f"{key}: {trained} after training, {untrained} untrained"

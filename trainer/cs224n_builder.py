@@ -95,13 +95,12 @@ def data_file(task: str | Task, split: str) -> str:
 
 def normalize_sentence(text: str) -> str:
     """The CS224N course's normalisation (lower-case, split off . ? , ' and collapse spaces)."""
-    return " ".join(
-        text.lower().replace(".", " .").replace("?", " ?").replace(",", " ,").replace("'", " '").split()
-    )
+    return " ".join(text.lower().replace(".", " .").replace("?", " ?").replace(",", " ,").replace("'", " '").split())
 
 
-def format_bad_rows(source: str, bad: list[tuple[int, str]], total: int, *, cached_from: str | None = None,
-                    unit: str = "line") -> str:
+def format_bad_rows(
+    source: str, bad: list[tuple[int, str]], total: int, *, cached_from: str | None = None, unit: str = "line"
+) -> str:
     """One warning message for all the bad rows of one file or dataset (`unit`: "line" or "row")."""
     shown = "; ".join(f"{unit} {line}: {reason}" for line, reason in bad[:MAX_REPORTED_LINES])
     more = f"; ... ({len(bad) - MAX_REPORTED_LINES} more)" if len(bad) > MAX_REPORTED_LINES else ""
@@ -148,9 +147,15 @@ def check_utf8(path: str) -> None:
         ) from None
 
 
-def read_cs224n_file(path: str, task: str, *, normalize: bool = True, strict: bool = False,
-                     require_label: bool = True, kept: list[tuple[int, str]] | None = None,
-                     ) -> tuple[list[tuple[int, dict]], list[tuple[int, str]], int]:
+def read_cs224n_file(
+    path: str,
+    task: str,
+    *,
+    normalize: bool = True,
+    strict: bool = False,
+    require_label: bool = True,
+    kept: list[tuple[int, str]] | None = None,
+) -> tuple[list[tuple[int, dict]], list[tuple[int, str]], int]:
     """
     Reads one CS224N file of `task`: `(examples, bad_rows, total_rows)`, with `examples` a list of `(line_number,
     example)` and `bad_rows` a list of `(line_number, reason)`. Header problems (a required column missing) and
@@ -256,8 +261,16 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
     # No fixed configs: any registered task with files is one (`datasets` builds the config from its name).
     BUILDER_CONFIGS = []
 
-    def __init__(self, cache_dir: str | None = None, dataset_name: str | None = None, config_name: str | None = None,
-                 hash: str | None = None, *, data_dir: str | None = None, **kwargs):
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        dataset_name: str | None = None,
+        config_name: str | None = None,
+        hash: str | None = None,
+        *,
+        data_dir: str | None = None,
+        **kwargs,
+    ):
         spec = get_task(config_name)
         if data_dir is None:
             raise ValueError("data_dir is required: the directory holding the CS224N .csv files")
@@ -275,8 +288,14 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
             hash = _files_fingerprint(spec, data_dir)
         self.skipped_rows: dict[str, list[tuple[int, str]]] = {}
         self._prepared_now = False
-        super().__init__(cache_dir=cache_dir, dataset_name=dataset_name, config_name=config_name, hash=hash,
-                         data_dir=data_dir, **kwargs)
+        super().__init__(
+            cache_dir=cache_dir,
+            dataset_name=dataset_name,
+            config_name=config_name,
+            hash=hash,
+            data_dir=data_dir,
+            **kwargs,
+        )
 
     @property
     def task(self) -> Task:
@@ -296,8 +315,11 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
         self.skipped_rows = {}
         self._reports: list[dict] = []
         generators = []
-        for split, hf_split in (("train", datasets.Split.TRAIN), ("validation", datasets.Split.VALIDATION),
-                                ("test", datasets.Split.TEST)):
+        for split, hf_split in (
+            ("train", datasets.Split.TRAIN),
+            ("validation", datasets.Split.VALIDATION),
+            ("test", datasets.Split.TEST),
+        ):
             path = os.path.join(self.config.data_dir, data_file(self.task, split))
             if not os.path.isfile(path):
                 if split == "train":
@@ -305,8 +327,12 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
                 continue
             kept: list[tuple[int, str]] = []
             examples, bad, total = read_cs224n_file(
-                path, self.config.name, normalize=self.config.normalize, strict=self.config.strict,
-                require_label=(split != "test"), kept=kept,
+                path,
+                self.config.name,
+                normalize=self.config.normalize,
+                strict=self.config.strict,
+                require_label=(split != "test"),
+                kept=kept,
             )
             if not examples:  # `datasets` would only say: Instruction "train" corresponds to no data!
                 if not total:
@@ -356,8 +382,13 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
                 logger.warning(format_kept_rows(rep["path"], kept, cached_from=self._output_dir))
 
 
-def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, strict: bool = False,
-                cache_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+def load_cs224n(
+    task: str,
+    data_dir: str | os.PathLike,
+    normalize: bool = True,
+    strict: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.DatasetDict:
     """
     One task from its CS224N files, as a `DatasetDict` (splits train, validation and test where present).
 
@@ -368,8 +399,9 @@ def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, 
     get_task(task)
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="cs224n_") as tmp:
-            builder = Cs224nBuilder(config_name=task, data_dir=data_dir, cache_dir=tmp,
-                                    normalize=normalize, strict=strict)
+            builder = Cs224nBuilder(
+                config_name=task, data_dir=data_dir, cache_dir=tmp, normalize=normalize, strict=strict
+            )
             # Reading these small files takes a fraction of a second: no "Generating ... split" progress bars.
             was_disabled = datasets.utils.are_progress_bars_disabled()
             datasets.utils.disable_progress_bars()
@@ -379,7 +411,8 @@ def load_cs224n(task: str, data_dir: str | os.PathLike, normalize: bool = True, 
                 if not was_disabled:
                     datasets.utils.enable_progress_bars()
             return builder.as_dataset(in_memory=True)
-    builder = Cs224nBuilder(config_name=task, data_dir=data_dir, cache_dir=os.fspath(cache_dir),
-                            normalize=normalize, strict=strict)
+    builder = Cs224nBuilder(
+        config_name=task, data_dir=data_dir, cache_dir=os.fspath(cache_dir), normalize=normalize, strict=strict
+    )
     builder.download_and_prepare()
     return builder.as_dataset()

@@ -168,6 +168,8 @@ def load_hub_task(
     if not isinstance(raw, datasets.DatasetDict):
         raise TypeError(f"load_hub_task needs map-style datasets, got {type(raw).__name__}")
     return datasets.DatasetDict(
-        {split: to_task_columns(ds, task, column_mapping, normalize=normalize, strict=strict)
-         for split, ds in raw.items()}
+        {
+            split: to_task_columns(ds, task, column_mapping, normalize=normalize, strict=strict)
+            for split, ds in raw.items()
+        }
     )

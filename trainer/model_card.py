@@ -25,8 +25,15 @@ def describe_head(model, task: str) -> str:
     return f"{type(head).__name__} ({', '.join([*options, f'loss {head.loss_name}'])})"
 
 
-def build_model_card(model, args, metrics: dict[str, float], base_model: str | None = None,
-                     preset: str | None = None, data_source: str = "", repo_id: str | None = None) -> ModelCard:
+def build_model_card(
+    model,
+    args,
+    metrics: dict[str, float],
+    base_model: str | None = None,
+    preset: str | None = None,
+    data_source: str = "",
+    repo_id: str | None = None,
+) -> ModelCard:
     """`metrics`: evaluation results with keys like `eval_sst_accuracy`, `eval_overall`."""
     config = model.config
     results, eval_results = [], []
@@ -39,8 +46,15 @@ def build_model_card(model, args, metrics: dict[str, float], base_model: str | N
         task_type, task_name = entry.pipeline_tag, entry.description or task
         results.append({"task": task_name, "metric": metric, "value": value, "head": describe_head(model, task)})
         eval_results.append(
-            EvalResult(task_type=task_type, task_name=task_name, dataset_type=task, dataset_name=task_name,
-                       dataset_split="validation", metric_type=metric, metric_value=value)
+            EvalResult(
+                task_type=task_type,
+                task_name=task_name,
+                dataset_type=task,
+                dataset_name=task_name,
+                dataset_split="validation",
+                metric_type=metric,
+                metric_value=value,
+            )
         )
     name = Path(args.output_dir).name
     card_data = ModelCardData(

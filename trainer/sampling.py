@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Task schedules: which task batches make up each training step.
 
 Every schedule is a pure function of (seed, epoch): an interrupted run that is resumed mid-epoch sees the same
@@ -78,7 +85,7 @@ class MultitaskBatchSampler:
         self.task_sizes = dict(task_sizes)
         self.tasks = list(task_sizes)
         if isinstance(batch_size, int):
-            batch_size = {task: batch_size for task in self.tasks}
+            batch_size = dict.fromkeys(self.tasks, batch_size)
         self.batch_sizes = {task: int(batch_size[task]) for task in self.tasks}
         self.schedule = schedule
         self.seed = seed
@@ -126,8 +133,9 @@ class MultitaskBatchSampler:
             return [[task] for task in self.tasks for _ in range(self.task_steps[task])]
         sizes = torch.tensor([self.task_sizes[task] for task in self.tasks], dtype=torch.float64)
         probabilities = sizes ** self.alpha()
-        draws = torch.multinomial(probabilities / probabilities.sum(), len(self), replacement=True,
-                                  generator=self._generator(-1))
+        draws = torch.multinomial(
+            probabilities / probabilities.sum(), len(self), replacement=True, generator=self._generator(-1)
+        )
         return [[self.tasks[i]] for i in draws.tolist()]
 
     def _stream(self, task_index: int, task: str):

@@ -128,11 +128,13 @@ class Task:
 
     def features(self) -> datasets.Features:
         """The columns every source of this task is brought to: `id`, the text columns, `label`."""
-        label = (
-            datasets.Value("float32") if self.is_regression else datasets.ClassLabel(names=list(self.label_names))
-        )
+        label = datasets.Value("float32") if self.is_regression else datasets.ClassLabel(names=list(self.label_names))
         return datasets.Features(
-            {"id": datasets.Value("string"), **{c: datasets.Value("string") for c in self.text_columns}, "label": label}
+            {
+                "id": datasets.Value("string"),
+                **{c: datasets.Value("string") for c in self.text_columns},
+                "label": label,
+            }
         )
 
     def parse_label(self, value) -> tuple[float | int | None, str | None]:

@@ -31,6 +31,7 @@ import datasets
 import evaluate
 import numpy as np
 
+
 _DESCRIPTION = """CS224N default-project metrics: accuracy (classification) and Pearson correlation (regression)."""
 
 _CITATION = """\
@@ -91,9 +92,7 @@ class Cs224nMetric(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}
-            ),
+            features=datasets.Features({"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}),
         )
 
     def _compute(self, predictions, references):
