@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+The recipe beyond the paper, one addition at a time: from the paper's combined preset to `best`, on MiniLM.
+
+    python experiments/recipe_ablation.py --seeds 0                    # every row once, then the table
+    python experiments/recipe_ablation.py --rows best --seeds 0 1      # the final recipe with two seeds
+    python experiments/recipe_ablation.py --dry_run                    # the run_multitask.py commands
+    python experiments/recipe_ablation.py --table_only                 # results/recipe/table.md from the run JSONs
+
+Each row is an ordinary `run_multitask.py` command with the budget of the paper reproduction (8 examples of each
+task per round-robin step, dev evaluation after every epoch, the best epoch kept; see
+`experiments/reproduce_paper.py`, whose resumable runner this script uses), plus the row's own flags. Each row adds
+one thing to the row before it. Results go to `results/recipe/runs/<row>-seed<k>.json`; the table also shows the
+frozen-feature floor (`experiments/frozen_floor.py`), the paper's combined model and the targets.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+import reproduce_paper as runner  # noqa: E402
+
+
+# name -> (what the row adds to the one before, its run_multitask.py flags). Defaults are the paper's.
+ROWS = {
+    "combined": ("the paper's combined preset: PALs, GradVac, cosine STS head", ["--preset", "combined"]),
+    "mean_pooling": ("mean pooling (all-MiniLM-L6-v2's own)", ["--preset", "combined", "--pooling", "mean"]),
+    "cosent": (
+        "CoSENT loss on the STS cosine",
+        ["--preset", "combined", "--pooling", "mean", "--loss", "sts=cosent"],
+    ),
+    "cross_para": (
+        "Quora pairs cross-encoded",
+        ["--preset", "combined", "--pooling", "mean", "--loss", "sts=cosent", "--pair_encoding", "para=cross"],
+    ),
+}
+TARGETS = {"sst": 0.50, "para": 0.85, "sts": 0.87}
+PAPER_COMBINED = {"sst": 0.499, "para": 0.787, "sts": 0.727, "overall": 0.671}
+
+
+def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
+    runs = []
+    for seed in args.seeds:
+        for row in args.rows:
+            output_dir = args.output_dir / f"{row}-seed{seed}"
+            argv = [
+                "python", "run_multitask.py", *ROWS[row][1],
+                "--seed", str(seed),
+                "--output_dir", runner.command_path(output_dir),
+                *runner.shared_flags(args.num_train_epochs),
+                *passthrough,
+            ]  # fmt: skip
+            run = runner.Run(row, seed, output_dir, argv, args.results_dir / "runs" / f"{row}-seed{seed}.json")
+            runs.append(run)
+    return runs
+
+
+def format_table(records: list[dict], floor: dict | None) -> str:
+    keys = ("sst", "para", "sts", "overall")
+    lines = [
+        "| row | adds | SST acc | Quora acc | STS Pearson | overall | train min | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    if floor is not None:
+        best = floor["best"]
+        cells = " | ".join(f"{best[key]:.3f}" for key in keys)
+        lines.append(f"| frozen floor | no fine-tuning (`{floor['command']}`) | {cells} | - | - |")
+    by_row = {}
+    for record in records:
+        by_row.setdefault(record["preset"], []).append(record)
+    for row in [row for row in ROWS if row in by_row]:
+        group = by_row[row]
+        cells = []
+        for key in keys:
+            mean, std = runner.mean_std([record[runner.METRICS[key]] for record in group])
+            cells.append(runner.cell(mean, std))
+        minutes, _ = runner.mean_std([record["train_runtime"] / 60 for record in group])
+        seeds = ", ".join(str(record["seed"]) for record in group)
+        lines.append(f"| `{row}` | {ROWS[row][0]} | {' | '.join(cells)} | {minutes:.0f} | {seeds} |")
+    lines.append(
+        "| paper, combined | bert-base, 10 epochs, 141k Quora pairs | "
+        + " | ".join(f"{PAPER_COMBINED[key]:.3f}" for key in keys)
+        + " | - | - |"
+    )
+    lines.append("| targets | | " + " | ".join(f">= {TARGETS[key]:.2f}" for key in keys[:3]) + " | | <= 60 | 2+ |")
+    commands = [f"- `{row}`: `{by_row[row][0]['command']}`" for row in ROWS if row in by_row]
+    return (
+        "\n".join(lines)
+        + "\n\nCommands (first seed; the others differ in `--seed` and `--output_dir`):\n\n"
+        + ("\n".join(commands) + "\n")
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "recipe")
+    parser.add_argument("--results_dir", type=Path, default=REPO / "results" / "recipe")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--num_train_epochs", type=float, default=1.0)
+    parser.add_argument("--dry_run", action="store_true")
+    parser.add_argument("--table_only", action="store_true")
+    parser.add_argument("--commit_results", action="store_true")
+    args, passthrough = parser.parse_known_args(argv)
+    args.output_dir, args.results_dir = args.output_dir.resolve(), args.results_dir.resolve()
+    runs = build_runs(args, passthrough)
+    outcome = {"ran": [], "failed": [], "written": []}
+    if args.dry_run:
+        for run in runs:
+            print(run.command)
+        return outcome
+    runner.logger.addHandler(runner.logging.StreamHandler(sys.stderr))
+    runner.logger.setLevel(runner.logging.INFO)
+    if not args.table_only:
+        runner.check_commands(runs)
+        for run in runs:
+            state = runner.run_state(run)
+            if state == "done":
+                continue
+            if state in ("start", "resume") and (runner.execute(run) != 0 or not runner.is_finished(run.output_dir)):
+                outcome["failed"].append(run.name)
+                continue
+            record = runner.gather(run)
+            runner.write_json(run.results_file, record)
+            outcome["ran"].append(run.name)
+            runner.logger.info(f"{run.name}: eval_overall {record['eval_overall']:.4f}; wrote {run.results_file}")
+            if args.commit_results:
+                runner.commit_results(
+                    [run.results_file], f"Recipe: {run.name}, eval_overall {record['eval_overall']:.4f}"
+                )
+    records = [json.loads(path.read_text()) for path in sorted((args.results_dir / "runs").glob("*.json"))]
+    floor_path = args.results_dir / "frozen_floor.json"
+    floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
+    table = args.results_dir / "table.md"
+    table.write_text(format_table(records, floor))
+    outcome["written"].append(table)
+    if args.commit_results:
+        runner.commit_results([table], "Recipe: ablation table")
+    return outcome
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main()["failed"] else 0)
