@@ -18,7 +18,9 @@ Each row is an ordinary `run_multitask.py` command with the budget of the paper 
 task per round-robin step, dev evaluation after every epoch, the best epoch kept; see
 `experiments/reproduce_paper.py`, whose resumable runner this script uses), plus the row's own flags. Each row adds
 one thing to the row before it. Results go to `results/recipe/runs/<row>-seed<k>.json`; the table also shows the
-frozen-feature floor (`experiments/frozen_floor.py`), the paper's combined model and the targets.
+frozen-feature floor (`experiments/frozen_floor.py`), the paper's combined model and the targets. The `combined`
+row is the paper reproduction's run of the same command (`results/paper/runs/combined-seed<k>.json`): whichever
+script runs it first, the other reuses it.
 """
 
 import argparse
@@ -62,8 +64,12 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
                 *runner.shared_flags(args.num_train_epochs),
                 *passthrough,
             ]  # fmt: skip
-            run = runner.Run(row, seed, output_dir, argv, args.results_dir / "runs" / f"{row}-seed{seed}.json")
-            runs.append(run)
+            results_file = args.results_dir / "runs" / f"{row}-seed{seed}.json"
+            if row == "combined":  # the paper reproduction's run, with the same command: shared, not run twice
+                output_dir = args.paper_output_dir / f"{row}-seed{seed}"
+                argv[argv.index("--output_dir") + 1] = runner.command_path(output_dir)
+                results_file = args.paper_results_dir / "runs" / f"{row}-seed{seed}.json"
+            runs.append(runner.Run(row, seed, output_dir, argv, results_file))
     return runs
 
 
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "recipe")
     parser.add_argument("--results_dir", type=Path, default=REPO / "results" / "recipe")
+    parser.add_argument("--paper_output_dir", type=Path, default=REPO / "outputs" / "paper")
+    parser.add_argument("--paper_results_dir", type=Path, default=REPO / "results" / "paper")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--num_train_epochs", type=float, default=1.0)
@@ -114,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--table_only", action="store_true")
     parser.add_argument("--commit_results", action="store_true")
     args, passthrough = parser.parse_known_args(argv)
-    args.output_dir, args.results_dir = args.output_dir.resolve(), args.results_dir.resolve()
+    for name in ("output_dir", "results_dir", "paper_output_dir", "paper_results_dir"):
+        setattr(args, name, getattr(args, name).resolve())
     runs = build_runs(args, passthrough)
     outcome = {"ran": [], "failed": [], "written": []}
     if args.dry_run:
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
                 runner.commit_results(
                     [run.results_file], f"Recipe: {run.name}, eval_overall {record['eval_overall']:.4f}"
                 )
-    records = [json.loads(path.read_text()) for path in sorted((args.results_dir / "runs").glob("*.json"))]
+    every_run = build_runs(argparse.Namespace(**{**vars(args), "rows": list(ROWS), "seeds": range(10)}), passthrough)
+    records = [json.loads(run.results_file.read_text()) for run in every_run if run.results_file.is_file()]
     floor_path = args.results_dir / "frozen_floor.json"
     floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
     table = args.results_dir / "table.md"
