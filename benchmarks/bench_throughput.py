@@ -30,31 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(checkout: Path, output_dir: Path, args, extra: list[str]) -> dict:
     command = [
-        sys.executable,
-        "run_multitask.py",
-        "--preset",
-        args.preset,
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        "--max_steps",
-        str(args.max_steps),
-        "--per_device_train_batch_size",
-        "8",
-        "--logging_steps",
-        "50",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--seed",
-        str(args.seed),
-        "--data_dir",
-        str(args.data_dir),
-        *extra,
-    ]
+        sys.executable, "run_multitask.py", "--preset", args.preset, "--output_dir", str(output_dir),
+        "--do_train", "--max_steps", str(args.max_steps), "--per_device_train_batch_size", "8",
+        "--logging_steps", "50", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+        "--seed", str(args.seed), "--data_dir", str(args.data_dir), *extra,
+    ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
     if result.returncode != 0:

@@ -30,21 +30,9 @@ from trainer.multitask_trainer import MultitaskTrainer
 
 def build_trainer(preset: str, extra: list[str]) -> MultitaskTrainer:
     argv = [
-        "--preset",
-        preset,
-        "--output_dir",
-        "/tmp/profile_step",
-        "--per_device_train_batch_size",
-        "8",
-        "--report_to",
-        "none",
-        "--do_train",
-        "--tasks",
-        "sst",
-        "para",
-        "sts",
-        *extra,
-    ]
+        "--preset", preset, "--output_dir", "/tmp/profile_step", "--per_device_train_batch_size", "8",
+        "--report_to", "none", "--do_train", "--tasks", "sst", "para", "sts", *extra,
+    ]  # fmt: skip
     model_args, data_args, training_args = run_multitask.parse_args(argv)
     raw = run_multitask.load_raw_datasets(data_args, None)
     from transformers import AutoTokenizer

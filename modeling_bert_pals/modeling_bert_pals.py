@@ -344,11 +344,11 @@ class TaskHead(nn.Module):
     encoding = "single"
     metric = "accuracy"
     is_regression = False
-    losses = ("cross_entropy",)
+    default_loss = "cross_entropy"  # the loss options each kind takes are checked by the config (`TASK_LOSSES`)
 
     def __init__(self, spec: dict):
         super().__init__()
-        self.loss_name = spec.get("loss", self.losses[0])
+        self.loss_name = spec.get("loss", self.default_loss)
 
     def loss(self, logits, labels, embeddings, embeddings_b=None) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels.long())
@@ -404,7 +404,6 @@ class PairClassificationHead(TaskHead):
     """
 
     encoding = "separate"
-    losses = ("cross_entropy", "cross_entropy+ranking")
 
     def __init__(self, config: BertPalsConfig, spec: dict):
         super().__init__(spec)
@@ -432,7 +431,7 @@ class RegressionHead(TaskHead):
 
     metric = "pearson"
     is_regression = True
-    losses = ("mse", "cosent")
+    default_loss = "mse"
 
     def __init__(self, spec: dict):
         super().__init__(spec)

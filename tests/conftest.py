@@ -34,30 +34,18 @@ def minilm_path() -> str:
 def tiny_args(checkpoint, data_dir, output_dir, *extra):
     """run_multitask.py arguments for the tiny checkpoint (small PALs, no dropout) on the real data."""
     return [
-        "--model_name_or_path",
-        checkpoint,
-        "--data_dir",
-        str(data_dir),
-        "--output_dir",
-        str(output_dir),
-        "--pal_size",
-        "12",
-        "--pal_num_heads",
-        "3",
-        "--pal_decoder_init",
-        "normal",
-        "--classifier_dropout",
-        "0",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "True",
-        "--seed",
-        "0",
-        "--dataloader_pin_memory",
-        "False",
-        *extra,
-    ]
+        "--model_name_or_path", checkpoint, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
+        "--pal_size", "12", "--pal_num_heads", "3", "--pal_decoder_init", "normal", "--classifier_dropout",
+        "0", "--report_to", "none", "--disable_tqdm", "True", "--seed", "0", "--dataloader_pin_memory",
+        "False", *extra,
+    ]  # fmt: skip
+
+
+# A two-step run that trains, evaluates and predicts on a few rows: the end-to-end tests' budget.
+SHORT_RUN = (
+    "--do_train", "--do_eval", "--do_predict", "--max_train_samples", "32", "--max_steps", "2",
+    "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "256", "--save_strategy", "no",
+)  # fmt: skip
 
 
 def tiny_config(**kwargs):

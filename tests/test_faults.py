@@ -72,30 +72,11 @@ def copy_data(tiny_data, tmp_path) -> Path:
 
 def cli_args(checkpoint, data, output_dir, *extra) -> list[str]:
     return [
-        "--model_name_or_path",
-        str(checkpoint),
-        "--data_dir",
-        str(data),
-        "--output_dir",
-        str(output_dir),
-        "--pal_size",
-        "12",
-        "--pal_num_heads",
-        "3",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "True",
-        "--seed",
-        "0",
-        "--per_device_train_batch_size",
-        "4",
-        "--per_device_eval_batch_size",
-        "64",
-        "--dataloader_pin_memory",
-        "False",
-        *extra,
-    ]
+        "--model_name_or_path", str(checkpoint), "--data_dir", str(data), "--output_dir", str(output_dir),
+        "--pal_size", "12", "--pal_num_heads", "3", "--report_to", "none", "--disable_tqdm", "True", "--seed",
+        "0", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "64",
+        "--dataloader_pin_memory", "False", *extra,
+    ]  # fmt: skip
 
 
 def train(checkpoint, data, output_dir, *extra):
@@ -130,15 +111,9 @@ def test_output_dir_of_another_run_is_refused_unless_overwritten(tiny_checkpoint
     assert (output_dir / "model.safetensors").read_bytes() == first_model  # nothing of the first run was touched
 
     train(
-        tiny_checkpoint,
-        tiny_data,
-        output_dir,
-        "--preset",
-        "gradvac",
-        "--overwrite_output_dir",
-        "--save_strategy",
-        "no",
-    )
+        tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--overwrite_output_dir",
+        "--save_strategy", "no",
+    )  # fmt: skip
     assert not list(output_dir.glob("checkpoint-*"))  # none of the first run's checkpoints is left beside the new run
     assert json.loads((output_dir / RUN_CONFIG).read_text())["training"]["gradient_surgery"] == "gradvac"
 
@@ -152,32 +127,14 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_checkpoint, t
         r"'gradvac' now",
     ):
         train(
-            tiny_checkpoint,
-            tiny_data,
-            output_dir,
-            "--preset",
-            "gradvac",
-            "--max_steps",
-            "3",
-            "--resume_from_checkpoint",
-            "true",
-        )
+            tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3",
+            "--resume_from_checkpoint", "true",
+        )  # fmt: skip
     # The same configuration resumes, with the tasks named in any order.
     train(
-        tiny_checkpoint,
-        tiny_data,
-        output_dir,
-        "--preset",
-        "naive",
-        "--max_steps",
-        "3",
-        "--resume_from_checkpoint",
-        "true",
-        "--tasks",
-        "sts",
-        "sst",
-        "para",
-    )
+        tiny_checkpoint, tiny_data, output_dir, "--preset", "naive", "--max_steps", "3",
+        "--resume_from_checkpoint", "true", "--tasks", "sts", "sst", "para",
+    )  # fmt: skip
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
 
 
@@ -219,19 +176,10 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
     predict = tmp_path / "predict"
     run_multitask.main(
         [
-            "--model_name_or_path",
-            str(saved_run),
-            "--data_dir",
-            str(tiny_data),
-            "--output_dir",
-            str(predict),
-            "--do_predict",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "True",
+            "--model_name_or_path", str(saved_run), "--data_dir", str(tiny_data), "--output_dir",
+            str(predict), "--do_predict", "--report_to", "none", "--disable_tqdm", "True",
         ]
-    )
+    )  # fmt: skip
     assert sorted(p.name for p in (predict / "predictions").iterdir()) == [
         "para-dev-output.csv",
         "sst-dev-output.csv",
@@ -241,21 +189,10 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
     ]
     run_multitask.main(
         [
-            "--model_name_or_path",
-            str(saved_run),
-            "--data_dir",
-            str(tiny_data),
-            "--output_dir",
-            str(tmp_path / "eval"),
-            "--do_eval",
-            "--tasks",
-            "sts",
-            "para",
-            "sst",
-            "--report_to",
-            "none",
+            "--model_name_or_path", str(saved_run), "--data_dir", str(tiny_data), "--output_dir",
+            str(tmp_path / "eval"), "--do_eval", "--tasks", "sts", "para", "sst", "--report_to", "none",
         ]
-    )
+    )  # fmt: skip
     assert "eval_overall" in json.loads((tmp_path / "eval" / "eval_results.json").read_text())
 
     # A model of two tasks: those are the default.
@@ -263,17 +200,10 @@ def test_saved_model_is_reused_by_the_cli_with_default_arguments(saved_run, tiny
     train(tiny_checkpoint, tiny_data, two, "--tasks", "sts", "sst", "--save_strategy", "no")
     run_multitask.main(
         [
-            "--model_name_or_path",
-            str(two),
-            "--data_dir",
-            str(tiny_data),
-            "--output_dir",
-            str(tmp_path / "predict_two"),
-            "--do_predict",
-            "--report_to",
-            "none",
+            "--model_name_or_path", str(two), "--data_dir", str(tiny_data), "--output_dir",
+            str(tmp_path / "predict_two"), "--do_predict", "--report_to", "none",
         ]
-    )
+    )  # fmt: skip
     written = sorted(p.name for p in (tmp_path / "predict_two" / "predictions").iterdir())
     assert written == ["sst-dev-output.csv", "sst-test-output.csv", "sts-dev-output.csv", "sts-test-output.csv"]
 
@@ -372,16 +302,9 @@ def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_che
     for name in ("config.json", "configuration_bert_pals.py", "modeling_bert_pals.py"):
         shutil.copy(output_dir / "checkpoint-2" / name, killed / name)
     train(
-        tiny_checkpoint,
-        tiny_data,
-        output_dir,
-        "--preset",
-        "gradvac",
-        "--max_steps",
-        "3",
-        "--resume_from_checkpoint",
-        "true",
-    )
+        tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "3",
+        "--resume_from_checkpoint", "true",
+    )  # fmt: skip
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert (killed / "model.safetensors").is_file() and (killed / RUN_CONFIG).is_file()  # written again, complete
@@ -389,16 +312,9 @@ def test_incomplete_checkpoint_is_skipped_and_surgery_state_is_required(tiny_che
     (killed / SURGERY_STATE_NAME).unlink()
     with pytest.raises(ValueError, match=rf"checkpoint-3 is incomplete: {SURGERY_STATE_NAME} is missing"):
         train(
-            tiny_checkpoint,
-            tiny_data,
-            output_dir,
-            "--preset",
-            "gradvac",
-            "--max_steps",
-            "4",
-            "--resume_from_checkpoint",
-            str(killed),
-        )
+            tiny_checkpoint, tiny_data, output_dir, "--preset", "gradvac", "--max_steps", "4",
+            "--resume_from_checkpoint", str(killed),
+        )  # fmt: skip
 
 
 # ---- A diverged run names its last healthy checkpoint and never saves non-finite weights ----

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import tiny_args, tiny_config
+from conftest import SHORT_RUN, tiny_args, tiny_config
 
 import run_multitask
 from modeling_bert_pals import BertPalsForMultitask
@@ -213,25 +213,13 @@ def test_cross_encoded_pairs_train_evaluate_predict_and_reload(tiny_checkpoint, 
             tiny_checkpoint,
             data_dir,
             output_dir,
+            *SHORT_RUN,
             "--preset",
             "combined",
             "--pair_encoding",
             "cross",
             "--loss",
             "sts=cosent",
-            "--do_train",
-            "--do_eval",
-            "--do_predict",
-            "--max_train_samples",
-            "32",
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--per_device_eval_batch_size",
-            "256",
-            "--save_strategy",
-            "no",
         )
     )
     results = json.loads((output_dir / "all_results.json").read_text())

@@ -64,23 +64,13 @@ def test_the_installed_wheel_trains_writes_its_card_and_reloads(tiny_checkpoint,
             "-m",
             "run_multitask",
             *tiny_args(tiny_checkpoint, data_dir, output_dir),
-            "--do_train",
-            "--do_eval",
-            "--max_train_samples",
-            "16",
-            "--max_eval_samples",
-            "32",
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--save_strategy",
-            "no",
+            "--do_train", "--do_eval", "--max_train_samples", "16", "--max_eval_samples", "32", "--max_steps",
+            "2", "--per_device_train_batch_size", "4", "--save_strategy", "no",
         ],
         cwd=work,
         env=env,
         check=True,
-    )
+    )  # fmt: skip
     card = (output_dir / "README.md").read_text()
     assert "## Results (dev)" in card and "STS similarity" in card
     results = json.loads((output_dir / "all_results.json").read_text())

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_args
+from conftest import SHORT_RUN, tiny_args
 from safetensors.torch import load_file
 from transformers import BertModel
 
@@ -54,32 +54,10 @@ def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):
 def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_path):
     run_multitask.main(
         tiny_args(
-            tiny_checkpoint,
-            data_dir,
-            tmp_path,
-            "--preset",
-            "combined",
-            "--do_train",
-            "--do_eval",
-            "--do_predict",
-            "--max_train_samples",
-            "32",
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--per_device_eval_batch_size",
-            "256",
-            "--save_strategy",
-            "no",
-            "--logging_steps",
-            "1",
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            "1",
+            tiny_checkpoint, data_dir, tmp_path, *SHORT_RUN, "--preset", "combined", "--logging_steps", "1",
+            "--eval_strategy", "steps", "--eval_steps", "1",
         )
-    )
+    )  # fmt: skip
     results = json.loads((tmp_path / "all_results.json").read_text())
     for key in ("eval_sst_accuracy", "eval_para_accuracy", "eval_sts_pearson", "eval_overall", "train_loss"):
         assert key in results
@@ -122,28 +100,11 @@ def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir,
     """Summed losses (naive) and PALs + GradVac (combined), gradient accumulation 2, 3 optimizer steps: torchrun with
     2 processes (gloo) and batch 2 per task and process, against one process with batch 4."""
     common = [
-        "--preset",
-        preset,
-        "--do_train",
-        "--max_train_samples",
-        "48",
-        "--max_steps",
-        "3",
-        "--gradient_accumulation_steps",
-        "2",
-        "--optim",
-        "sgd",
-        "--learning_rate",
-        "0.05",
-        "--lr_scheduler_type",
-        "constant",
-        "--save_strategy",
-        "no",
-        "--gradvac_beta",
-        "0.5",
-        "--log_level",
+        "--preset", preset, "--do_train", "--max_train_samples", "48", "--max_steps", "3",
+        "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
+        "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5", "--log_level",
         "info",
-    ]
+    ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     one = tmp_path / "one"
     subprocess.run(

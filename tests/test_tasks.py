@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import REPO, tiny_args
+from conftest import REPO, SHORT_RUN, tiny_args
 
 import run_multitask
 from trainer.predictions import read_predictions
@@ -55,29 +55,7 @@ def polarity_task():
 @pytest.mark.slow
 def test_a_registered_task_trains_next_to_the_paper_tasks(polarity_task, tiny_checkpoint, data_dir, tmp_path):
     run_multitask.main(
-        tiny_args(
-            tiny_checkpoint,
-            data_dir,
-            tmp_path,
-            "--tasks",
-            "sst",
-            "para",
-            "sts",
-            "polarity",
-            "--do_train",
-            "--do_eval",
-            "--do_predict",
-            "--max_train_samples",
-            "16",
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--per_device_eval_batch_size",
-            "256",
-            "--save_strategy",
-            "no",
-        )
+        tiny_args(tiny_checkpoint, data_dir, tmp_path, *SHORT_RUN, "--tasks", "sst", "para", "sts", "polarity")
     )
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert {"eval_polarity_accuracy", "eval_sst_accuracy", "eval_overall"} <= set(results)
@@ -97,24 +75,14 @@ def test_cfimdb_is_a_fourth_task(tiny_checkpoint, data_dir, tmp_path):
             tiny_checkpoint,
             data_dir,
             tmp_path,
+            *SHORT_RUN,
             "--tasks",
             "sst",
             "para",
             "sts",
             "cfimdb",
-            "--do_train",
-            "--do_eval",
-            "--do_predict",
-            "--max_train_samples",
-            "16",
             "--max_eval_samples",
             "64",
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--save_strategy",
-            "no",
         )
     )
     results = json.loads((tmp_path / "all_results.json").read_text())

@@ -287,3 +287,28 @@ def test_evaluation_by_length_gives_the_metrics_and_predictions_of_the_plain_loo
             )
     assert trainer.evaluate() == metrics
     assert len(trainer.state.log_history) == logged  # reused, not run again
+
+
+def test_layerwise_learning_rate_decay_groups():
+    from trainer.optimization import layerwise_parameter_groups
+
+    model = BertPalsForMultitask(tiny_config())  # 2 layers: embeddings at depth 0, layers 1-2, pooler 3
+    names = {id(p): name for name, p in model.named_parameters()}
+    decay_names = [name for name in names.values() if not name.endswith("bias") and "LayerNorm" not in name]
+    groups = layerwise_parameter_groups(model, 1e-3, 0.5, 0.01, decay_names)
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert sorted(grouped) == sorted(names) and len(grouped) == len(set(grouped))  # every parameter, once
+    rate = {names[id(p)]: group["lr"] for group in groups for p in group["params"]}
+    weight_decay = {names[id(p)]: group["weight_decay"] for group in groups for p in group["params"]}
+    assert rate["bert.pooler.dense.weight"] == pytest.approx(1e-3)
+    assert rate["bert.encoder.layer.1.attention.self.query.weight"] == pytest.approx(1e-3 * 0.5)
+    assert rate["bert.encoder.layer.0.output.dense.weight"] == pytest.approx(1e-3 * 0.25)
+    assert rate["bert.embeddings.word_embeddings.weight"] == pytest.approx(1e-3 * 0.125)
+    # New, task-specific parameters (PALs inside a layer, their projections, heads) take the full rate.
+    for name in (
+        "bert.encoder.layer.0.pals.sst.query.weight",
+        "bert.encoder.pal_encoders.para.weight",
+        "heads.sst.classifier.weight",
+    ):
+        assert rate[name] == pytest.approx(1e-3)
+    assert weight_decay["heads.sst.classifier.weight"] == 0.01 and weight_decay["heads.sst.classifier.bias"] == 0.0
