@@ -261,3 +261,38 @@ def test_cross_encoded_pairs_train_evaluate_predict_and_reload(tiny_checkpoint, 
     loaded = torch.load(tmp_path / "out.pt", weights_only=True)
     for task in ("para", "sts"):
         torch.testing.assert_close(loaded[task], expected[task])
+
+
+def test_every_head_variant_reloads_with_remote_code(tmp_path):
+    """Save each variant; a fresh process without the package reloads it with the saved code and gets the same
+    logits and loss."""
+    expected = {}
+    for name in VARIANTS:
+        model = variant_model(name).eval()
+        model.save_pretrained(tmp_path / name)
+        batches = {task: batch_for(model, task) for task in ("sst", "para", "sts")}
+        torch.save(batches, tmp_path / f"{name}.pt")
+        with torch.no_grad():
+            expected[name] = {task: model(task=task, **batch) for task, batch in batches.items()}
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        sys.modules["modeling_bert_pals"] = None
+        from transformers import AutoModel
+        out = {{}}
+        for name in {list(VARIANTS)!r}:
+            model = AutoModel.from_pretrained({str(tmp_path)!r} + "/" + name, trust_remote_code=True).eval()
+            batches = torch.load({str(tmp_path)!r} + "/" + name + ".pt", weights_only=True)
+            with torch.no_grad():
+                out[name] = {{t: (model(task=t, **b).logits, model(task=t, **b).loss) for t, b in batches.items()}}
+        torch.save(out, {str(tmp_path / "out.pt")!r})
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)
+    loaded = torch.load(tmp_path / "out.pt", weights_only=True)
+    for name, outputs in expected.items():
+        for task, output in outputs.items():
+            torch.testing.assert_close(loaded[name][task][0], output.logits)
+            torch.testing.assert_close(loaded[name][task][1], output.loss)
