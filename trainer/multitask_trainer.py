@@ -31,7 +31,7 @@ from .data_collator import MultitaskCollator
 from .metrics import load_task_metric, task_metric_name
 from .model_card import build_model_card
 from .sampling import MultitaskBatchSampler, MultitaskDataset
-from .surgery import SparseRows, Sum, build_surgery, parameter_groups
+from .surgery import SparseRows, build_surgery, parameter_groups
 
 
 logger = logging.get_logger(__name__)
@@ -146,7 +146,7 @@ class MultitaskTrainer(Trainer):
         device = self._shared_parameters[0].device if self._shared_parameters else self.args.device
         size = sum(p.numel() for p in self._shared_parameters)
         # Surgery needs each task's gradient in its own row; a plain sum accumulates every task into one.
-        rows = 1 if isinstance(self.surgery, Sum) else len(self.tasks)
+        rows = len(self.tasks) if self.surgery.needs_task_rows else 1
         self._task_grads = torch.zeros(rows, size, device=device, dtype=torch.float32)
         if rows == 1:  # every task writes into the one row, which is also the combined gradient
             self._combined_grad, self._combined_grad_views = self._task_grads[0], self._views(self._task_grads[0])
@@ -250,8 +250,8 @@ class MultitaskTrainer(Trainer):
             )
         world_size = self.accelerator.num_processes
         grads = self._task_grads
-        apply_surgery = not isinstance(self.surgery, Sum) and len(self._window_tasks) == len(self.tasks)
-        if not isinstance(self.surgery, Sum) and not apply_surgery and not self._warned_partial_window:
+        apply_surgery = self.surgery.needs_task_rows and len(self._window_tasks) == len(self.tasks)
+        if self.surgery.needs_task_rows and not apply_surgery and not self._warned_partial_window:
             logger.warning(
                 "Gradient surgery needs every task in each accumulation window; this window had only "
                 f"{[self.tasks[i] for i in sorted(self._window_tasks)]}, so its gradients are summed. Use the "
@@ -370,7 +370,7 @@ class MultitaskTrainer(Trainer):
         Raises a `ValueError` that says what is wrong unless `checkpoint` is complete (every file it listed when its
         save finished is there, in full) and its run configuration is this run's, gradient-surgery state included.
         """
-        required = () if isinstance(self.surgery, Sum) else (SURGERY_STATE_NAME,)
+        required = (SURGERY_STATE_NAME,) if self.surgery.has_state else ()
         check_checkpoint(checkpoint, self.run_config(), required_files=required)
 
     def _save_checkpoint(self, model, trial):
@@ -387,7 +387,7 @@ class MultitaskTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = save_total_limit
-        if self.args.should_save and not isinstance(self.surgery, Sum):
+        if self.args.should_save and self.surgery.has_state:
             torch.save(self.surgery.state_dict(), os.path.join(output_dir, SURGERY_STATE_NAME))
         if self.args.world_size > 1:
             self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
@@ -477,7 +477,7 @@ class MultitaskTrainer(Trainer):
             return
         with _naming_file(checkpoint, "optimizer or scheduler state (optimizer.pt, scheduler.pt)"):
             super()._load_optimizer_and_scheduler(checkpoint)
-        if isinstance(self.surgery, Sum):
+        if not self.surgery.has_state:
             return
         path = os.path.join(checkpoint, SURGERY_STATE_NAME)
         if not os.path.isfile(path):  # `check_checkpoint` catches this first on the `train` path

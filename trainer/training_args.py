@@ -7,7 +7,7 @@ import torch
 from transformers import TrainingArguments
 
 from .sampling import SCHEDULES
-from .surgery import GRANULARITIES, SURGERIES
+from .surgery import DEFAULT_GRADVAC_BETA, GRANULARITIES, SURGERIES
 
 
 @dataclass
@@ -32,7 +32,8 @@ class MultitaskTrainingArguments(TrainingArguments):
         metadata={"help": f"Parameter groups gradient surgery compares gradients on: one of {GRANULARITIES}."},
     )
     gradvac_beta: float = field(
-        default=0.01, metadata={"help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper)."}
+        default=DEFAULT_GRADVAC_BETA,
+        metadata={"help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper; 0.5 in LibMTL, torchjd)."},
     )
     surgery_eps: float = field(default=1e-8, metadata={"help": "Added to every denominator of gradient surgery."})
     freeze_encoder: bool = field(
