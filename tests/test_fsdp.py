@@ -25,8 +25,8 @@ from modeling_bert_pals import BertPalsForMultitask
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-# One FSDP unit per layer (and, as Accelerate does, one for the word embeddings), the root holding the rest.
-FSDP_CONFIG = {"version": 2, "transformer_layer_cls_to_wrap": ["BertPalsLayer"], "reshard_after_forward": True}
+# The README's: FSDP2, one unit per layer (and, as Accelerate does, one for the word embeddings), the root the rest.
+FSDP_CONFIG = REPO / "trainer" / "fsdp2_config.json"
 SHARDS = re.compile(r"Process (\d) of 2: gradient rows (\d+) x ([\d,]+) .*parameters ([\d,]+) of ([\d,]+) entries")
 
 
@@ -39,10 +39,18 @@ def tiny_args(checkpoint, data_dir, output_dir, *extra):
     ]  # fmt: skip
 
 
-def fsdp_args(tmp_path, **config):
-    path = tmp_path / "fsdp_config.json"
-    path.write_text(json.dumps({**FSDP_CONFIG, **config}))
-    return ["--fsdp", "full_shard", "--fsdp_config", str(path), "--log_level", "info", "--log_level_replica", "info"]
+def fsdp_args(strategy="full_shard"):
+    """`full_shard`: parameters resharded after each forward; `shard_grad_op`: gathered once per optimizer step."""
+    return [
+        "--fsdp",
+        strategy,
+        "--fsdp_config",
+        str(FSDP_CONFIG),
+        "--log_level",
+        "info",
+        "--log_level_replica",
+        "info",
+    ]
 
 
 def run_one(args):
@@ -89,23 +97,21 @@ def largest_differences(a, b, initial):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "surgery, reshard_after_forward",
-    [("none", True), ("pcgrad", True), ("gradvac", True), ("gradvac", False)],
+    "surgery, strategy",
+    [("none", "full_shard"), ("pcgrad", "full_shard"), ("gradvac", "full_shard"), ("gradvac", "shard_grad_op")],
     ids=["none", "pcgrad", "gradvac", "gradvac-gathered-once-per-step"],
 )
-def test_fsdp_two_processes_equal_one_process_on_the_union(
-    tiny_checkpoint, data_dir, tmp_path, surgery, reshard_after_forward
-):
+def test_fsdp_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path, surgery, strategy):
     """PALs, heads, gradient accumulation 2, 3 optimizer steps: 2 FSDP2 processes with batch 2 per task and process
-    against one process with batch 4; the tolerance of the DDP test (test_run_multitask.py). Without
-    `reshard_after_forward` the parameters stay gathered over the step's 2 x 3 task passes."""
+    against one process with batch 4; the tolerance of the DDP test (test_run_multitask.py). With `shard_grad_op` the
+    parameters stay gathered over the step's 2 x 3 task passes."""
     common = ["--gradient_surgery", surgery, "--max_steps", "3", "--gradient_accumulation_steps", "2", "--optim",
               "sgd", "--learning_rate", "0.05", "--lr_scheduler_type", "constant", "--save_strategy", "no",
               "--gradvac_beta", "0.5"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     run_one(tiny_args(tiny_checkpoint, data_dir, one, *common, "--per_device_train_batch_size", "4"))
     result = torchrun(tiny_args(tiny_checkpoint, data_dir, two, *common, "--per_device_train_batch_size", "2",
-                                *fsdp_args(tmp_path, reshard_after_forward=reshard_after_forward)))  # fmt: skip
+                                *fsdp_args(strategy)))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "FSDP2 on a CPU (gloo) process group" in log
@@ -128,7 +134,7 @@ def test_fsdp_bf16_mixed_precision_trains(tiny_checkpoint, data_dir, tmp_path):
     args = ["--gradient_surgery", "gradvac", "--max_steps", "3", "--gradient_accumulation_steps", "2", "--optim",
             "sgd", "--learning_rate", "0.05", "--save_strategy", "no", "--per_device_train_batch_size", "2", "--bf16",
             "--logging_steps", "1"]  # fmt: skip
-    result = torchrun(tiny_args(tiny_checkpoint, data_dir, tmp_path / "run", *args, *fsdp_args(tmp_path)))
+    result = torchrun(tiny_args(tiny_checkpoint, data_dir, tmp_path / "run", *args, *fsdp_args()))
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     losses = [entry["loss"] for entry in history if "loss" in entry]
@@ -167,7 +173,7 @@ def test_fsdp_killed_run_resumes_to_the_same_weights_and_loads_in_one_process(ti
     common = ["--gradient_surgery", "gradvac", "--max_steps", "8", "--gradient_accumulation_steps", "2", "--optim",
               "adamw_torch", "--learning_rate", "1e-3", "--lr_scheduler_type", "linear", "--max_grad_norm", "1.0",
               "--save_strategy", "steps", "--save_steps", "2", "--per_device_train_batch_size", "2",
-              *fsdp_args(tmp_path)]  # fmt: skip
+              *fsdp_args("shard_grad_op")]  # fmt: skip
     full, killed = tmp_path / "full", tmp_path / "killed"
     result = torchrun(tiny_args(tiny_checkpoint, data_dir, full, *common))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -220,3 +226,46 @@ def test_fsdp_killed_run_resumes_to_the_same_weights_and_loads_in_one_process(ti
                             text=True)  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "loaded BertPalsForMultitask torch.Size([1, 5])" in loaded.stdout
+
+
+def bench_worker(tmp_path, minilm_path, name, fsdp_config=None):
+    """One configuration of benchmarks/bench_fsdp.py on 2 processes: what each process held and called in a step."""
+    out = tmp_path / name
+    out.mkdir()
+    command = ["benchmarks/bench_fsdp.py", "--worker", "--size", "tiny", "--steps", "2", "--tokenizer", minilm_path,
+               "--out", str(out)] + (["--fsdp_config", json.dumps(fsdp_config)] if fsdp_config else [])  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *command],
+        cwd=REPO, env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
+def calls(report, kind):
+    return [size for called, size in report["last_step"] if called == kind]
+
+
+@pytest.mark.slow
+def test_fsdp_step_communicates_gradient_shards_and_a_small_gramian(tmp_path, minilm_path):
+    """
+    Counted from the collectives each process calls during a GradVac step (a dispatch mode sees every c10d op): DDP
+    surgery all-reduces the 3 full task rows; FSDP2 with `reshard_after_forward: false` reduce-scatters each task's
+    gradient, gathers the parameters once (4 FSDP units: embeddings, 2 layers, root) and all-reduces nothing but the
+    3 x 3 float64 Gramian, while each process holds half the task rows.
+    """
+    ddp = bench_worker(tmp_path, minilm_path, "ddp")
+    fsdp = bench_worker(tmp_path, minilm_path, "fsdp", {"reshard_after_forward": False})
+    shared = ddp[0]["shared"]
+    for report in ddp:
+        assert report["rows"] == [3, shared] and not report["fsdp"]
+        assert 3 * shared * 4 in calls(report, "all-reduce")
+        assert not calls(report, "reduce-scatter") and not calls(report, "all-gather")
+    assert fsdp[0]["rows"][1] + fsdp[1]["rows"][1] == shared
+    for report in fsdp:
+        assert report["fsdp"] and report["rows"][0] == 3 and report["rows"][1] < 0.6 * shared
+        assert calls(report, "all-reduce") == [3 * 3 * 8]
+        assert len(calls(report, "reduce-scatter")) == 3 * 4 and len(calls(report, "all-gather")) == 4
+        # Each task's backward reduce-scatters the shared gradient (and its own PALs and head) once.
+        assert 3 * shared * 4 <= sum(calls(report, "reduce-scatter")) < 3 * 1.1 * shared * 4
+        assert sum(calls(report, "all-gather")) < 1.1 * shared * 4
