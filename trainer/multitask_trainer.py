@@ -58,8 +58,17 @@ class MultitaskTrainer(Trainer):
     combines its own shard with the same weights.
     """
 
-    def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, run_info: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args=None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        run_info: dict | None = None,
+        **kwargs,
+    ):
         if data_collator is None and processing_class is not None:
             data_collator = MultitaskCollator(processing_class)
         if isinstance(train_dataset, dict):
@@ -206,7 +215,9 @@ class MultitaskTrainer(Trainer):
             if parameter is embeddings.weight:
                 embeddings.sparse = True
                 num_rows, row_size = parameter.shape
-                return SparseRows(offset, num_rows, row_size, torch.zeros(0, dtype=torch.long, device=parameter.device))
+                return SparseRows(
+                    offset, num_rows, row_size, torch.zeros(0, dtype=torch.long, device=parameter.device)
+                )
             offset += parameter.numel()
         return None
 
@@ -269,7 +280,9 @@ class MultitaskTrainer(Trainer):
             for task, batch in inputs.items():
                 index = self.tasks.index(task)
                 if self._word_embeddings is not None:
-                    self._window_token_ids += [batch[key].reshape(-1) for key in ("input_ids", "input_ids_b") if key in batch]
+                    self._window_token_ids += [
+                        batch[key].reshape(-1) for key in ("input_ids", "input_ids_b") if key in batch
+                    ]
                 # Autograd (and FSDP's reduce-scatter) accumulates into an existing `.grad` in place: point the shared
                 # parameters at this task's row, so that its backward writes its gradient there and nowhere else.
                 for parameter, view in zip(self._shared_parameters, self._task_grad_views[index]):
@@ -323,7 +336,7 @@ class MultitaskTrainer(Trainer):
                 grads.div_(scale)
             if sparse is not None:  # surgery writes this window's rows only
                 sparse.matrix(self._combined_grad).index_fill_(0, previous_rows, 0.0)
-            # Under FSDP, the Gramians of the shards summed over ranks are the global ones: the same weights everywhere.
+            # Under FSDP, the Gramians of the shards summed over ranks are the global ones: the same weights on all.
             all_reduce = dist.all_reduce if self.is_fsdp_enabled and world_size > 1 else None
             self.surgery(grads, sparse, out=self._combined_grad, all_reduce=all_reduce)
             if scale != 1.0:
@@ -556,16 +569,23 @@ class MultitaskTrainer(Trainer):
         with _naming_file(path, "gradient-surgery state"):
             self.surgery.load_state_dict(torch.load(path, weights_only=True))
 
-    def create_model_card(self, base_model: str | None = None, preset: str | None = None, data_source: str = "",
-                          **kwargs):
-        """Writes README.md in the output dir: configuration, data and the latest dev results. `push_to_hub` sends it."""
+    def create_model_card(
+        self, base_model: str | None = None, preset: str | None = None, data_source: str = "", **kwargs
+    ):
+        """Writes README.md in the output dir: configuration, data and latest dev results; `push_to_hub` sends it."""
         if not self.is_world_process_zero():
             return
         metrics = {}
         for entry in self.state.log_history:  # later evaluations override earlier ones
             metrics.update({key: value for key, value in entry.items() if key.startswith("eval_")})
-        card = build_model_card(self.model, self.args, metrics, base_model=base_model or self.model.config.name_or_path,
-                                preset=preset, data_source=data_source)
+        card = build_model_card(
+            self.model,
+            self.args,
+            metrics,
+            base_model=base_model or self.model.config.name_or_path,
+            preset=preset,
+            data_source=data_source,
+        )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ---- Evaluation on every task ----
@@ -631,8 +651,9 @@ class MultitaskTrainer(Trainer):
         metric = self._metrics[name]
 
         def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-            return metric.compute(predictions=predictions_from_logits(prediction.predictions, name),
-                                  references=prediction.label_ids)
+            return metric.compute(
+                predictions=predictions_from_logits(prediction.predictions, name), references=prediction.label_ids
+            )
 
         return compute_metrics
 
