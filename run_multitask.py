@@ -470,6 +470,7 @@ def main(argv: list[str] | None = None):
     logger.setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
+    logging.getLogger("trainer").setLevel(log_level)  # the trainer package's own messages (resuming, FSDP shards)
     logger.info(f"Training/evaluation parameters {training_args}")
 
     # Everything is checked before any work starts: options, model, files, output directory, checkpoint.

@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Cost of gradient surgery: a full MultitaskTrainer step with PCGrad or GradVac against plain summation.
 
 One process, one model (the packaged all-MiniLM-L6-v2, no PALs, linear STS head: the `gradvac` preset), one step's
@@ -30,10 +37,11 @@ from modeling_bert_pals import BertPalsForMultitask
 from trainer.cs224n_builder import load_cs224n
 from trainer.multitask_trainer import MultitaskTrainer
 from trainer.sampling import MultitaskBatchSampler
+from trainer.surgery.rows import combine, gramians, group_slices
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
 
-KINDS = {"sst": "classification", "para": "pair_classification", "sts": "pair_regression"}
+
 MODES = ("none", "pcgrad", "gradvac", "torchjd-gradvac")
 
 
@@ -42,12 +50,12 @@ def load_step(args):
     tokenised, so that the peak memory is the step's)."""
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = BertPalsForMultitask.from_pretrained(args.model, use_pals=False, sts_head="linear").to(args.device)
-    raw = {task: load_cs224n(task, args.data_dir)["train"] for task in KINDS}
+    raw = {task: load_cs224n(task, args.data_dir)["train"] for task in model.config.task_names}
     sampler = MultitaskBatchSampler({task: len(rows) for task, rows in raw.items()}, args.batch_size, seed=args.seed)
     indices, offset, rows = next(iter(sampler)), 0, {}
     for task, dataset in raw.items():
         mine = [i - offset for i in indices if offset <= i < offset + len(dataset)]
-        rows[task] = tokenize_task(dataset.select(mine), tokenizer, task, KINDS[task])
+        rows[task] = tokenize_task(dataset.select(mine), tokenizer, task, model.heads[task].encoding)
         offset += len(dataset)
     trainer = make_trainer(args, model, rows, tokenizer, "none")
     step = trainer.data_collator.collate_step([row for dataset in rows.values() for row in dataset])
@@ -56,8 +64,14 @@ def load_step(args):
 
 def make_trainer(args, model, train, tokenizer, surgery):
     training_args = MultitaskTrainingArguments(
-        output_dir="/tmp/bench_surgery", report_to="none", learning_rate=1e-8, gradient_surgery=surgery,
-        gradvac_beta=0.5, surgery_granularity=args.granularity, use_cpu=args.device == "cpu", disable_tqdm=True,
+        output_dir="/tmp/bench_surgery",
+        report_to="none",
+        learning_rate=1e-8,
+        gradient_surgery=surgery,
+        gradvac_beta=0.5,
+        surgery_granularity=args.granularity,
+        use_cpu=args.device == "cpu",
+        disable_tqdm=True,
     )
     trainer = MultitaskTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
     trainer.create_optimizer()
@@ -107,12 +121,13 @@ def surgery_parts(trainer, step, device, repeats: int) -> dict[str, float]:
     trainer_step(trainer, step)
     trainer.training_step(trainer.model, step)  # task rows and touched embedding rows as in a real step
     grads, sparse, surgery = trainer._task_grads, trainer._word_embeddings, trainer.surgery
-    gramian = surgery._gramian(grads, sparse)
+    slices = group_slices(surgery.group_sizes, grads.shape[1])
+    gramian = gramians(grads, slices, sparse).cpu()
     coefficients = surgery._weights(gramian, surgery._draw_orders())[0].sum(1)
     parts = {
-        "Gramian": lambda: surgery._gramian(grads, sparse),
+        "Gramian": lambda: gramians(grads, slices, sparse).cpu(),
         "weights (host)": lambda: surgery._weights(gramian, surgery._draw_orders()),
-        "combination": lambda: surgery._apply(grads, coefficients, sparse, trainer._combined_grad),
+        "combination": lambda: combine(grads, coefficients, slices, sparse, trainer._combined_grad),
         "zeroing the task rows": trainer._zero_task_grads,
     }
     times = {}
@@ -155,9 +170,22 @@ def main():
         # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory
         # (it survives fork and exec).
         for mode in MODES:
-            command = [sys.executable, __file__, "--only", mode, "--device", args.device, "--batch_size",
-                       str(args.batch_size), "--granularity", args.granularity, "--data_dir", str(args.data_dir),
-                       "--model", args.model]
+            command = [
+                sys.executable,
+                __file__,
+                "--only",
+                mode,
+                "--device",
+                args.device,
+                "--batch_size",
+                str(args.batch_size),
+                "--granularity",
+                args.granularity,
+                "--data_dir",
+                str(args.data_dir),
+                "--model",
+                args.model,
+            ]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             peaks[mode] = float(output.split("peak_mb")[-1])
     model, train, tokenizer, step = load_step(args)
@@ -174,8 +202,10 @@ def main():
 
     shapes = {task: tuple(batch["input_ids"].shape) for task, batch in step.items()}
     n_shared = sum(p.numel() for p in model.shared_parameters())
-    print(f"device {device}; {args.model}; shared parameters {n_shared:,}; batches (rows x tokens) {shapes}; "
-          f"granularity {args.granularity}; torch threads {torch.get_num_threads()}")
+    print(
+        f"device {device}; {args.model}; shared parameters {n_shared:,}; batches (rows x tokens) {shapes}; "
+        f"granularity {args.granularity}; torch threads {torch.get_num_threads()}"
+    )
     trainers = {}
     runs = {mode: runner(args, model, train, tokenizer, step, mode, trainers) for mode in MODES}
     times = {mode: [] for mode in MODES}

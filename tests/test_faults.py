@@ -511,9 +511,9 @@ def test_loading_a_bert_checkpoint_is_quiet_but_unexpected_and_missing_weights_a
 
 
 def readme_python_line(start: str) -> str:
+    """The README's first line that starts with `start` (the main command comes first)."""
     readme = (REPO / "README.md").read_text()
-    (line,) = [line for line in readme.splitlines() if line.startswith(start)]
-    return line
+    return next(line for line in readme.splitlines() if line.startswith(start))
 
 
 def test_readme_tokenizer_line_loads_a_saved_run_without_a_prompt(saved_run, tmp_path):

@@ -1,11 +1,29 @@
-"""Tests of trainer/surgery.py: properties of PCGrad / GradVac, state handling, and agreement with torchjd."""
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""Tests of trainer/surgery: properties of PCGrad / GradVac, state handling, sparse rows and sharded columns (the
+agreement with torchjd is in test_surgery_torchjd.py)."""
 
 import io
 
 import pytest
 import torch
 
-from trainer.surgery import GradVac, PCGrad, SparseRows, Sum, build_surgery, parameter_groups
+from trainer.surgery import (
+    DEFAULT_GRADVAC_BETA,
+    GradVac,
+    PCGrad,
+    SparseRows,
+    Sum,
+    build_surgery,
+    parameter_groups,
+)
+from trainer.surgery.rows import gramians
+from trainer.training_args import MultitaskTrainingArguments
 
 
 SEEDS = (0, 1, 2)
@@ -275,61 +293,11 @@ def test_parameter_groups_keys():
     assert parameter_groups([], "layer") == []
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Agreement with torchjd (an independent implementation working on the whole-model Gramian).
-#
-# torchjd's GradVac draws `torch.randperm(K - 1)` per task i from the global RNG, like ours from its generator: seeding
-# both with the same seed aligns the orders for any K. torchjd's PCGrad instead draws `torch.randperm(K)` over all tasks
-# and skips i, so its orders differ from ours for K >= 3: there we replay the global RNG to read the orders it will use
-# and give them to our procedure. torchjd's PCGrad has no eps (ours adds 1e-8 to ||g_j||^2: a relative difference of
-# ~1e-11 here).
-
-aggregation = pytest.importorskip("torchjd.aggregation")
-TORCHJD_STEPS = 5
-
-
-def step_grads(num_tasks, step):
-    # Alternately conflicting and agreeing, so that targets rise and fall and some pairs are left alone.
-    return random_grads(num_tasks, 100 + step, size=200, conflict=0.3 if step % 2 == 0 else -0.3)
-
-
-@pytest.mark.parametrize("num_tasks", [2, 3])
-@pytest.mark.parametrize("beta", [0.5, 0.1])
-def test_gradvac_matches_torchjd(num_tasks, beta):
-    seed = 11
-    ours = GradVac(num_tasks, beta=beta, generator=torch.Generator().manual_seed(seed))
-    theirs = aggregation.GradVac(beta=beta)
-    steps = [step_grads(num_tasks, step) for step in range(TORCHJD_STEPS)]
-    adjustments = 0
-    torch.manual_seed(seed)
-    for grads in steps:
-        torch.testing.assert_close(ours(grads), theirs(grads), rtol=1e-6, atol=1e-9)
-        adjustments += sum(value for key, value in ours.pop_stats().items() if key.endswith("adjustments"))
-    torch.testing.assert_close(ours.phi_hat[..., 0], theirs.gramian_weighting._phi_t, rtol=1e-6, atol=1e-9)
-    assert 0 < adjustments < TORCHJD_STEPS * num_tasks * (num_tasks - 1)  # some pairs adjusted, some not
-
-
-@pytest.mark.parametrize("num_tasks", [2, 3])
-def test_pcgrad_matches_torchjd(num_tasks):
-    ours = PCGrad(num_tasks)
-    theirs = aggregation.PCGrad()
-    torch.manual_seed(5)
-    for step in range(TORCHJD_STEPS):
-        grads = step_grads(num_tasks, step)
-        if num_tasks > 2:
-            rng = torch.get_rng_state()
-            permutations = [torch.randperm(num_tasks).tolist() for _ in range(num_tasks)]
-            torch.set_rng_state(rng)
-            orders = [[j for j in permutation if j != i] for i, permutation in enumerate(permutations)]
-            ours._draw_orders = lambda orders=orders: orders
-        torch.testing.assert_close(ours(grads), theirs(grads), rtol=1e-6, atol=1e-9)
-
-
 def test_chunked_gramian_of_large_groups():
     """Groups of several chunks use a batched product; it must equal the plain Gramian."""
     sizes = [128 * 4096 + 17, 5, 130 * 4096]
     grads = random_grads(3, 0, size=sum(sizes), dtype=torch.float32)
-    gramian = PCGrad(3, sizes)._gramian(grads)
+    gramian = gramians(grads, list(group_slices(sizes)))
     for k, group in enumerate(group_slices(sizes)):
         block = grads[:, group].double()
         torch.testing.assert_close(gramian[k], block @ block.T, rtol=1e-5, atol=1e-3)
@@ -362,3 +330,55 @@ def test_sparse_rows_give_the_dense_result(cls, groups):
         assert (result[~written] == (0.0 if cls is Sum else 7.0)).all()  # `Sum` writes its whole plain sum
     if cls is GradVac:
         torch.testing.assert_close(sparse_surgery.phi_hat, dense_surgery.phi_hat, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sharded columns (FSDP), flags, repr and defaults
+
+
+@pytest.mark.parametrize("cls", [PCGrad, GradVac])
+def test_sharded_columns_give_the_unsharded_result(cls):
+    """Two "ranks" each hold some columns of every group (one holds none of the second group): summing their local
+    Gramians through `all_reduce` gives each rank the weights of the whole matrix, and their outputs, side by side,
+    are the unsharded result; the targets and statistics are the same on both."""
+    cuts = [3, 20, 5]  # columns of each group on rank 0; the rest of the group is on rank 1
+    columns = [[], []]
+    for cut, group in zip(cuts, group_slices(GROUPS)):
+        columns[0] += list(range(group.start, group.start + cut))
+        columns[1] += list(range(group.start + cut, group.stop))
+    local_sizes = [cuts, [size - cut for size, cut in zip(GROUPS, cuts)]]
+    assert local_sizes[1][1] == 0
+    whole = cls(3, GROUPS, generator=torch.Generator().manual_seed(3))
+    ranks = [cls(3, sizes, generator=torch.Generator().manual_seed(3)) for sizes in local_sizes]
+    for step in range(4):
+        grads = random_grads(3, step, conflict=1.0)
+        shards = [grads[:, index] for index in columns]
+        local = [gramians(shard, list(group_slices(sizes))) for shard, sizes in zip(shards, local_sizes)]
+        outputs = [
+            rank(shard, all_reduce=lambda gramian, other=local[1 - r]: gramian.add_(other))
+            for r, (rank, shard) in enumerate(zip(ranks, shards))
+        ]
+        expected = whole(grads)
+        torch.testing.assert_close(outputs[0], expected[columns[0]], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(outputs[1], expected[columns[1]], rtol=1e-10, atol=1e-12)
+    assert whole.state_dict()["total_adjustments"].sum() > 0
+    for rank in ranks:
+        assert torch.equal(rank.state_dict()["total_adjustments"], whole.state_dict()["total_adjustments"])
+        if cls is GradVac:
+            torch.testing.assert_close(rank.phi_hat, whole.phi_hat, rtol=1e-10, atol=1e-12)
+
+
+def test_flags_and_repr():
+    assert (Sum.needs_task_rows, Sum.has_state) == (False, False)
+    for cls in (PCGrad, GradVac):
+        assert (cls.needs_task_rows, cls.has_state) == (True, True)
+    assert repr(GradVac(3, beta=0.01)) == "GradVac(num_tasks=3, beta=0.01, eps=1e-08, groups=1)"
+    assert repr(build_surgery("pcgrad", 2, GROUPS, eps=1e-6)) == "PCGrad(num_tasks=2, eps=1e-06, groups=3)"
+    assert repr(build_surgery("none", 3)) == "Sum(num_tasks=3, eps=1e-08, groups=1)"
+
+
+def test_gradvac_beta_default_is_the_clis(tmp_path):
+    """The library, the factory and `--gradvac_beta` share one default: the GradVac paper's 0.01."""
+    assert DEFAULT_GRADVAC_BETA == 0.01
+    assert GradVac(3).beta == build_surgery("gradvac", 3).beta == DEFAULT_GRADVAC_BETA
+    assert MultitaskTrainingArguments(output_dir=str(tmp_path), report_to="none").gradvac_beta == DEFAULT_GRADVAC_BETA

@@ -312,3 +312,20 @@ def test_layerwise_learning_rate_decay_groups():
     ):
         assert rate[name] == pytest.approx(1e-3)
     assert weight_decay["heads.sst.classifier.weight"] == 0.01 and weight_decay["heads.sst.classifier.bias"] == 0.0
+
+
+def test_layerwise_decay_trains_each_layer_at_its_rate(tmp_path, tokenizer):
+    """One SGD step (constant schedule): each parameter moves by its group's rate times its gradient."""
+    grads = CaptureGradients()
+    trainer = make_trainer(tmp_path, tokenizer, callbacks=[grads], max_steps=1, layerwise_lr_decay=0.5)
+    before = parameters(trainer.model)
+    trainer.train()
+    after = parameters(trainer.model)
+    (step,) = grads.steps
+    for name, scale in (
+        ("bert.pooler.dense.weight", 1.0),
+        ("bert.encoder.layer.0.output.dense.weight", 0.25),
+        ("bert.embeddings.word_embeddings.weight", 0.125),
+        ("heads.sst.classifier.weight", 1.0),
+    ):
+        torch.testing.assert_close(before[name] - after[name], 0.1 * scale * step[name], rtol=1e-4, atol=1e-7)

@@ -84,6 +84,7 @@ def build_model_card(
         task_schedule=args.task_schedule,
         lr_scheduler=str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
         warmup=args.warmup_steps,
+        layerwise_lr_decay=args.layerwise_lr_decay,
         batch_size=args.per_device_train_batch_size,
         learning_rate=args.learning_rate,
         epochs=args.num_train_epochs,

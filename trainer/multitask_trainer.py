@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """`MultitaskTrainer`: a `transformers.Trainer` that takes one backward per task and combines the task gradients."""
 
 import contextlib
@@ -10,6 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.data import DataLoader
 from transformers import EvalPrediction, Trainer, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
@@ -28,10 +36,12 @@ from .checkpoints import (
     write_json_atomically,
 )
 from .data_collator import MultitaskCollator
+from .fsdp import enable_fsdp_on_cpu, like_parameter, local_tensor, requested_fsdp_plugin, with_own_class
 from .metrics import load_task_metric
 from .model_card import build_model_card
+from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
-from .surgery import SparseRows, Sum, build_surgery, parameter_groups
+from .surgery import SparseRows, build_surgery, parameter_groups
 
 
 logger = logging.get_logger(__name__)
@@ -49,10 +59,24 @@ class MultitaskTrainer(Trainer):
     disjoint: this costs what one backward of the summed loss costs). At the end of each accumulation window the rows
     are averaged over processes and combined by the gradient surgery (`none` = plain sum, `pcgrad`, `gradvac`);
     task-specific parameters (PALs, heads) keep their own gradient. Then the Trainer clips and steps as usual.
+
+    Under FSDP2 (`--fsdp full_shard` with an FSDP2 `--fsdp_config`, or an Accelerate FSDP config; on CPU process
+    groups too) each rank keeps only its shard of every task row: each task's backward reduce-scatters its gradient
+    into it, the per-group `K x K` Gramians of the shards are summed over ranks (one small all-reduce), and every rank
+    combines its own shard with the same weights.
     """
 
-    def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, run_info: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args=None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        run_info: dict | None = None,
+        **kwargs,
+    ):
         if data_collator is None and processing_class is not None:
             data_collator = MultitaskCollator(processing_class)
         if isinstance(train_dataset, dict):
@@ -71,21 +95,15 @@ class MultitaskTrainer(Trainer):
         if self.args.freeze_encoder:
             for parameter in self.model.shared_parameters():
                 parameter.requires_grad_(False)
+        if self.is_fsdp_enabled and not self.accelerator.is_fsdp2:
+            raise ValueError("MultitaskTrainer shards with FSDP2 only: set `version: 2` in --fsdp_config.")
         named_shared = [(name, p) for name, p in self.model.named_shared_parameters() if p.requires_grad]
         self._shared_parameters = [p for _, p in named_shared]
         self._task_parameters = [p for task in self.tasks for p in self.model.task_parameters(task)]
-        generator = torch.Generator()
-        generator.manual_seed(self.args.seed)  # the same task order on every process
-        self.surgery = build_surgery(
-            self.args.gradient_surgery,
-            num_tasks=len(self.tasks),
-            group_sizes=parameter_groups(named_shared, self.args.surgery_granularity) if named_shared else None,
-            beta=self.args.gradvac_beta,
-            eps=self.args.surgery_eps,
-            generator=generator,
-            task_names=self.tasks,
-        )
-        self._word_embeddings = self._sparse_word_embeddings()
+        self.surgery = self._build_surgery(named_shared)
+        # Sparse embedding gradients are not sharded by FSDP: under FSDP the word embeddings keep dense gradients.
+        self._word_embeddings = None if self.is_fsdp_enabled else self._sparse_word_embeddings()
+        self._fsdp_gather_once = self.is_fsdp_enabled and not self.accelerator.state.fsdp_plugin.reshard_after_forward
         self._window_token_ids = []
         self._task_grads = None  # [num_tasks, P], allocated at the first step
         self._window_tasks = set()
@@ -96,6 +114,37 @@ class MultitaskTrainer(Trainer):
         self._metrics = {}
         self._evaluated = {}  # (metric_key_prefix, step of the weights) -> metrics of the default eval datasets
         self._loaded_step = None  # set when the best checkpoint is loaded at the end of training
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if not self.is_fsdp_enabled:
+            self.is_fsdp_enabled = enable_fsdp_on_cpu(self.accelerator, requested_fsdp_plugin(self.args))
+
+    def _build_surgery(self, named_shared: list[tuple[str, torch.Tensor]]):
+        generator = torch.Generator()
+        generator.manual_seed(self.args.seed)  # the same task order on every process
+        return build_surgery(
+            self.args.gradient_surgery,
+            num_tasks=len(self.tasks),
+            group_sizes=parameter_groups(named_shared, self.args.surgery_granularity) if named_shared else None,
+            beta=self.args.gradvac_beta,
+            eps=self.args.surgery_eps,
+            generator=generator,
+            task_names=self.tasks,
+        )
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with layer-wise learning rates when `--layerwise_lr_decay` is below 1."""
+        if self.args.layerwise_lr_decay == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        groups = layerwise_parameter_groups(
+            model, self.args.learning_rate, self.args.layerwise_lr_decay, self.args.weight_decay,
+            self.get_decay_parameter_names(model),
+        )  # fmt: skip
+        self.optimizer = optimizer_class(groups, **optimizer_kwargs)
+        return self.optimizer
 
     # ---- Data ----
 
@@ -143,10 +192,18 @@ class MultitaskTrainer(Trainer):
     # ---- Training step: per-task backward, then gradient surgery ----
 
     def _allocate_gradient_buffers(self):
+        if self.is_fsdp_enabled:
+            # `fully_shard` replaced the parameters with sharded ones: the task rows hold this rank's shards, and the
+            # surgery's groups are this rank's columns (the same groups on every rank; its state carries over).
+            named_shared = [(name, p) for name, p in self.model.named_shared_parameters() if p.requires_grad]
+            self._shared_parameters = [p for _, p in named_shared]
+            state = self.surgery.state_dict()
+            self.surgery = self._build_surgery([(name, local_tensor(p)) for name, p in named_shared])
+            self.surgery.load_state_dict(state)
         device = self._shared_parameters[0].device if self._shared_parameters else self.args.device
-        size = sum(p.numel() for p in self._shared_parameters)
+        size = sum(local_tensor(p).numel() for p in self._shared_parameters)
         # Surgery needs each task's gradient in its own row; a plain sum accumulates every task into one.
-        rows = 1 if isinstance(self.surgery, Sum) else len(self.tasks)
+        rows = len(self.tasks) if self.surgery.needs_task_rows else 1
         self._task_grads = torch.zeros(rows, size, device=device, dtype=torch.float32)
         if rows == 1:  # every task writes into the one row, which is also the combined gradient
             self._combined_grad, self._combined_grad_views = self._task_grads[0], self._views(self._task_grads[0])
@@ -157,6 +214,14 @@ class MultitaskTrainer(Trainer):
             self._combined_grad_views = self._views(self._combined_grad)
         self._task_loss_sum = torch.zeros(len(self.tasks), device=self.args.device)
         self._task_loss_count = torch.zeros(len(self.tasks), device=self.args.device)
+        if self.is_fsdp_enabled:
+            held = sum(local_tensor(p).numel() for p in self.model.parameters())
+            total = sum(p.numel() for p in self.model.parameters())
+            buffers = self._task_grads.nbytes + (0 if rows == 1 else self._combined_grad.nbytes)
+            logger.info(
+                f"Process {self.args.process_index} of {self.args.world_size}: gradient rows {rows} x {size:,} "
+                f"({buffers / 2**20:.2f} MiB with the combined gradient), parameters {held:,} of {total:,} entries."
+            )
 
     def _sparse_word_embeddings(self) -> SparseRows | None:
         """
@@ -171,7 +236,9 @@ class MultitaskTrainer(Trainer):
             if parameter is embeddings.weight:
                 embeddings.sparse = True
                 num_rows, row_size = parameter.shape
-                return SparseRows(offset, num_rows, row_size, torch.zeros(0, dtype=torch.long, device=parameter.device))
+                return SparseRows(
+                    offset, num_rows, row_size, torch.zeros(0, dtype=torch.long, device=parameter.device)
+                )
             offset += parameter.numel()
         return None
 
@@ -196,10 +263,12 @@ class MultitaskTrainer(Trainer):
         block.matrix(self._task_grads).index_fill_(1, block.rows, 0.0)
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients of the shared parameters that are views into `flat` (under FSDP, of this rank's shards)."""
         views, offset = [], 0
         for parameter in self._shared_parameters:
-            views.append(flat[offset : offset + parameter.numel()].view_as(parameter))
-            offset += parameter.numel()
+            local = local_tensor(parameter)
+            views.append(like_parameter(flat[offset : offset + local.numel()].view_as(local), parameter))
+            offset += local.numel()
         return views
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
@@ -217,14 +286,26 @@ class MultitaskTrainer(Trainer):
             self._window_loss = torch.zeros((), device=self.args.device)
 
         step_loss = torch.zeros((), device=self.args.device)
-        # Gradients are averaged over processes once per window, after surgery, by `_combine_gradients`.
-        with self.accelerator.no_sync(model):
+        if self.is_fsdp_enabled:
+            # Every backward reduce-scatters into this rank's shard of the task's row, also inside the Trainer's
+            # `no_sync` of an accumulation window: deferring would keep whole unsharded gradients.
+            model.set_requires_gradient_sync(True)
+            # With `reshard_after_forward: false` the parameters stay gathered from task to task: one all-gather per
+            # optimizer step; `_combine_gradients` reshards them.
+            model.set_reshard_after_backward(not self._fsdp_gather_once)
+            sync = contextlib.nullcontext()
+        else:
+            # Gradients are averaged over processes once per window, after surgery, by `_combine_gradients`.
+            sync = self.accelerator.no_sync(model)
+        with sync:
             for task, batch in inputs.items():
                 index = self.tasks.index(task)
                 if self._word_embeddings is not None:
-                    self._window_token_ids += [batch[key].reshape(-1) for key in ("input_ids", "input_ids_b") if key in batch]
-                # Autograd accumulates into an existing `.grad` in place: point the shared parameters at this
-                # task's row, so that its backward writes its gradient there and nowhere else.
+                    self._window_token_ids += [
+                        batch[key].reshape(-1) for key in ("input_ids", "input_ids_b") if key in batch
+                    ]
+                # Autograd (and FSDP's reduce-scatter) accumulates into an existing `.grad` in place: point the shared
+                # parameters at this task's row, so that its backward writes its gradient there and nowhere else.
                 for parameter, view in zip(self._shared_parameters, self._task_grad_views[index]):
                     parameter.grad = view
                 with self.compute_loss_context_manager():
@@ -249,9 +330,11 @@ class MultitaskTrainer(Trainer):
                 f"{self._healthy_checkpoint_advice()}"
             )
         world_size = self.accelerator.num_processes
+        # Under FSDP the rows already hold this rank's shard of the gradients averaged over ranks.
+        all_reduce_rows = world_size > 1 and not self.is_fsdp_enabled
         grads = self._task_grads
-        apply_surgery = not isinstance(self.surgery, Sum) and len(self._window_tasks) == len(self.tasks)
-        if not isinstance(self.surgery, Sum) and not apply_surgery and not self._warned_partial_window:
+        apply_surgery = self.surgery.needs_task_rows and len(self._window_tasks) == len(self.tasks)
+        if self.surgery.needs_task_rows and not apply_surgery and not self._warned_partial_window:
             logger.warning(
                 "Gradient surgery needs every task in each accumulation window; this window had only "
                 f"{[self.tasks[i] for i in sorted(self._window_tasks)]}, so its gradients are summed. Use the "
@@ -264,7 +347,7 @@ class MultitaskTrainer(Trainer):
             sparse = self._word_embeddings
             previous_rows, sparse.rows = sparse.rows, self._window_rows()
         if apply_surgery:
-            if world_size > 1:  # surgery acts on the global batch: the same task gradients on every process
+            if all_reduce_rows:  # surgery acts on the global batch: the same task gradients on every process
                 dist.all_reduce(grads)
                 grads /= world_size
             # fp16: surgery compares unscaled gradients; the result is scaled back for the scaler's unscale_ and inf
@@ -274,18 +357,24 @@ class MultitaskTrainer(Trainer):
                 grads.div_(scale)
             if sparse is not None:  # surgery writes this window's rows only
                 sparse.matrix(self._combined_grad).index_fill_(0, previous_rows, 0.0)
-            self.surgery(grads, sparse, out=self._combined_grad)
+            # Under FSDP, the Gramians of the shards summed over ranks are the global ones: the same weights on all.
+            all_reduce = dist.all_reduce if self.is_fsdp_enabled and world_size > 1 else None
+            self.surgery(grads, sparse, out=self._combined_grad, all_reduce=all_reduce)
             if scale != 1.0:
                 self._combined_grad.mul_(scale)
         else:
             if grads.shape[0] > 1:
                 torch.sum(grads, dim=0, out=self._combined_grad)
-            if world_size > 1:
+            if all_reduce_rows:
                 dist.all_reduce(self._combined_grad)
                 self._combined_grad /= world_size
         for parameter, view in zip(self._shared_parameters, self._combined_grad_views):
             parameter.grad = view
-        if world_size > 1:
+        if self._fsdp_gather_once:  # the optimizer steps on the shards: the gathered parameters are stale after it
+            for module in self.model.modules():
+                if isinstance(module, FSDPModule):
+                    module.reshard()
+        if all_reduce_rows:  # FSDP's reduce-scatter averaged them already
             self._average_task_parameter_gradients(world_size)
         self._window_tasks = set()
 
@@ -370,7 +459,7 @@ class MultitaskTrainer(Trainer):
         Raises a `ValueError` that says what is wrong unless `checkpoint` is complete (every file it listed when its
         save finished is there, in full) and its run configuration is this run's, gradient-surgery state included.
         """
-        required = () if isinstance(self.surgery, Sum) else (SURGERY_STATE_NAME,)
+        required = (SURGERY_STATE_NAME,) if self.surgery.has_state else ()
         check_checkpoint(checkpoint, self.run_config(), required_files=required)
 
     def _save_checkpoint(self, model, trial):
@@ -387,7 +476,7 @@ class MultitaskTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = save_total_limit
-        if self.args.should_save and not isinstance(self.surgery, Sum):
+        if self.args.should_save and self.surgery.has_state:
             torch.save(self.surgery.state_dict(), os.path.join(output_dir, SURGERY_STATE_NAME))
         if self.args.world_size > 1:
             self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
@@ -397,10 +486,24 @@ class MultitaskTrainer(Trainer):
             # By step: a resumed run rewrites the checkpoints after the one it resumed from (step order = time order).
             rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=False)
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # Under FSDP `state_dict` is the full one (gathered by the Trainer); the model is saved as its own class, so
+        # that the remote code and `auto_map` are the model's.
+        model, self.model = self.model, with_own_class(self.model)
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model = model
+
     def _check_finite_weights(self, output_dir: str) -> None:
-        finite = [torch.isfinite(p).all() for p in self.model.parameters()]
-        if finite and not bool(torch.stack(finite).all()):
-            names = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        finite = [torch.isfinite(local_tensor(p)).all() for p in self.model.parameters()]
+        all_finite = torch.stack(finite).all() if finite else torch.tensor(True)
+        if self.is_fsdp_enabled:  # each rank checks its shards; every rank must stop if one shard is not finite
+            all_finite = all_finite.to(torch.int32)
+            dist.all_reduce(all_finite, op=dist.ReduceOp.MIN)
+        if not bool(all_finite):
+            names = [name for name, p in self.model.named_parameters() if not torch.isfinite(local_tensor(p)).all()]
+            names = names or ["a parameter shard of another process"]
             raise FloatingPointError(
                 f"After step {self.state.global_step} the weights are not finite ({names[0]}"
                 f"{f' and {len(names) - 1} more' if len(names) > 1 else ''}): {output_dir} was not written. "
@@ -477,7 +580,7 @@ class MultitaskTrainer(Trainer):
             return
         with _naming_file(checkpoint, "optimizer or scheduler state (optimizer.pt, scheduler.pt)"):
             super()._load_optimizer_and_scheduler(checkpoint)
-        if isinstance(self.surgery, Sum):
+        if not self.surgery.has_state:
             return
         path = os.path.join(checkpoint, SURGERY_STATE_NAME)
         if not os.path.isfile(path):  # `check_checkpoint` catches this first on the `train` path
@@ -487,16 +590,23 @@ class MultitaskTrainer(Trainer):
         with _naming_file(path, "gradient-surgery state"):
             self.surgery.load_state_dict(torch.load(path, weights_only=True))
 
-    def create_model_card(self, base_model: str | None = None, preset: str | None = None, data_source: str = "",
-                          **kwargs):
-        """Writes README.md in the output dir: configuration, data and the latest dev results. `push_to_hub` sends it."""
+    def create_model_card(
+        self, base_model: str | None = None, preset: str | None = None, data_source: str = "", **kwargs
+    ):
+        """Writes README.md in the output dir: configuration, data and latest dev results; `push_to_hub` sends it."""
         if not self.is_world_process_zero():
             return
         metrics = {}
         for entry in self.state.log_history:  # later evaluations override earlier ones
             metrics.update({key: value for key, value in entry.items() if key.startswith("eval_")})
-        card = build_model_card(self.model, self.args, metrics, base_model=base_model or self.model.config.name_or_path,
-                                preset=preset, data_source=data_source)
+        card = build_model_card(
+            self.model,
+            self.args,
+            metrics,
+            base_model=base_model or self.model.config.name_or_path,
+            preset=preset,
+            data_source=data_source,
+        )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ---- Evaluation on every task ----
@@ -569,8 +679,9 @@ class MultitaskTrainer(Trainer):
         metric = self._metrics[name]
 
         def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-            return metric.compute(predictions=self.predictions(task, prediction.predictions),
-                                  references=prediction.label_ids)
+            return metric.compute(
+                predictions=self.predictions(task, prediction.predictions), references=prediction.label_ids
+            )
 
         return compute_metrics
 

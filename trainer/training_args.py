@@ -1,3 +1,10 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
 """`TrainingArguments` for multi-task training."""
 
 import os
@@ -7,7 +14,7 @@ import torch
 from transformers import TrainingArguments
 
 from .sampling import SCHEDULES
-from .surgery import GRANULARITIES, SURGERIES
+from .surgery import DEFAULT_GRADVAC_BETA, GRANULARITIES, SURGERIES
 
 
 @dataclass
@@ -32,9 +39,17 @@ class MultitaskTrainingArguments(TrainingArguments):
         metadata={"help": f"Parameter groups gradient surgery compares gradients on: one of {GRANULARITIES}."},
     )
     gradvac_beta: float = field(
-        default=0.01, metadata={"help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper)."}
+        default=DEFAULT_GRADVAC_BETA,
+        metadata={"help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper; 0.5 in LibMTL, torchjd)."},
     )
     surgery_eps: float = field(default=1e-8, metadata={"help": "Added to every denominator of gradient surgery."})
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Layer-wise learning-rate decay: BERT layer l of L gets learning_rate * decay ** (L + 1 - l), the "
+            "embeddings the least; the pooler, PALs and heads the full rate. 1.0: one rate for all."
+        },
+    )
     freeze_encoder: bool = field(
         default=False, metadata={"help": "Train only the task-specific parameters (PALs and heads); BERT stays fixed."}
     )
@@ -60,6 +75,8 @@ class MultitaskTrainingArguments(TrainingArguments):
         ):
             if value not in allowed:
                 raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ValueError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}.")
         if not 0.0 <= self.gradvac_beta <= 1.0:
             raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
         if not torch.accelerator.is_available():

@@ -1,0 +1,40 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+Gradient surgery for multi-task training: PCGrad (Yu et al. 2020) and GradVac (Wang et al. 2021), and the plain sum.
+
+Every method takes the per-task gradients of the shared parameters, stacked as the rows of a `[K, P]` matrix `J`, and
+returns one combined `[P]` gradient. The package follows torchjd's `aggregation/`:
+
+- `base.py`: [`GradientSurgery`], which turns the per-group Gramians `J_k J_k^T` into combination weights;
+- `rows.py`: the Gramians of `J` and the weighted sums of its rows on the device (chunked; [`SparseRows`]);
+- one file per method: `sum.py` ([`Sum`]), `pcgrad.py` ([`PCGrad`]), `gradvac.py` ([`GradVac`]);
+- `groups.py`: [`parameter_groups`]; `build.py`: [`build_surgery`].
+"""
+
+from .base import GradientSurgery
+from .build import SURGERIES, build_surgery
+from .gradvac import DEFAULT_GRADVAC_BETA, GradVac
+from .groups import GRANULARITIES, parameter_groups
+from .pcgrad import PCGrad
+from .rows import SparseRows
+from .sum import Sum
+
+
+__all__ = [
+    "DEFAULT_GRADVAC_BETA",
+    "GRANULARITIES",
+    "SURGERIES",
+    "GradVac",
+    "GradientSurgery",
+    "PCGrad",
+    "SparseRows",
+    "Sum",
+    "build_surgery",
+    "parameter_groups",
+]
