@@ -380,6 +380,7 @@ class Diverge(TrainerCallback):
             self._nan(model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "nan_event, message",
     [
@@ -616,6 +617,7 @@ def _train_to_the_end(output_dir: str, tokenizer_path: str, kill: tuple | None):
     os.replace(os.path.join(output_dir, "final.safetensors.tmp"), os.path.join(output_dir, "final.safetensors"))
 
 
+@pytest.mark.slow
 def test_runs_killed_at_random_points_resume_to_the_same_weights(tmp_path, minilm_path):
     """
     Three runs of 6 steps (a checkpoint at each, at most 2 kept; AdamW, dropout, GradVac), each SIGKILLed three times:

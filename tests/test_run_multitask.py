@@ -95,6 +95,7 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     assert set(adjustments) == {f"{a}-{b}" for a in ("sst", "para", "sts") for b in ("sst", "para", "sts") if a != b}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["naive", "combined"])
 def test_two_processes_equal_one_process_on_the_union(tiny_checkpoint, data_dir, tmp_path, preset):
     """Summed losses (naive) and PALs + GradVac (combined), gradient accumulation 2, 3 optimizer steps: torchrun with

@@ -7,6 +7,7 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """Integration: a short real run of the packaged all-MiniLM-L6-v2 on the real data beats the untrained model."""
 
+import pytest
 from transformers import AutoTokenizer
 
 from modeling_bert_pals import BertPalsForMultitask
@@ -19,6 +20,7 @@ from trainer.training_args import MultitaskTrainingArguments
 DEV_ROWS = 400  # per task: enough for differences of a few points, quick on two cores
 
 
+@pytest.mark.slow
 def test_short_run_beats_the_untrained_model(minilm_path, data_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     train, dev = {}, {}
