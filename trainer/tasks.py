@@ -58,7 +58,7 @@ class Task:
         label_names (`tuple[str, ...]`):
             Classification: the class names, in label order (labels are 0 .. n-1).
         label_range (`tuple[float, float]`, *optional*):
-            Regression: the lowest and highest score.
+            Regression: the lowest and highest score (the heads score in [0, highest]).
         description (`str`):
             Human-readable name, for logs and the model card ("SST-5 sentiment").
         pipeline_tag (`str`):
@@ -94,7 +94,7 @@ class Task:
             raise ValueError(f"Task name {self.name!r}: use letters, digits and underscores (it names modules).")
         if self.kind not in TASK_KINDS:
             raise ValueError(f"Task {self.name!r}: kind {self.kind!r} is not one of {TASK_KINDS}.")
-        if len(self.text_columns) != (1 if self.kind == "classification" else 2):
+        if len(self.text_columns) != self.num_texts:
             raise ValueError(f"Task {self.name!r}: a {self.kind} task has {self.num_texts} text column(s).")
         if self.is_regression != (self.label_range is not None) or (not self.is_regression and not self.label_names):
             raise ValueError(
