@@ -278,7 +278,9 @@ def machine() -> dict:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), **versions}
+    # Thread count changes both the speed and, through reduction order, the last digits of the results.
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "omp_num_threads": threads, **versions}
 
 
 # ---- Running ----

@@ -39,8 +39,34 @@ def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
         argv = shlex.split(line)
         assert argv[:2] == ["python", "run_multitask.py"]
         model_args, data_args, training_args = run_multitask.parse_args(argv[2:])
-        assert (training_args.num_train_epochs, training_args.per_device_train_batch_size) == (1, 8)
+        epochs = 2 if "--preset best" in line else 1  # `best` is the one row with a second epoch
+        assert (training_args.num_train_epochs, training_args.per_device_train_batch_size) == (epochs, 8)
         assert training_args.eval_strategy == "epoch" and training_args.load_best_model_at_end
         config = run_multitask.build_config(model_args, data_args.tasks)  # every option valid together
-        configs.add((json.dumps(config.tasks, sort_keys=True), config.pooling, training_args.seed))
+        configs.add(
+            (
+                json.dumps(config.tasks, sort_keys=True), config.pooling, config.use_pals, training_args.seed,
+                training_args.gradient_surgery, training_args.learning_rate, training_args.warmup_steps,
+                training_args.layerwise_lr_decay, training_args.num_train_epochs,
+            )
+        )  # fmt: skip
     assert len(configs) == len(lines)  # each row changes something
+
+
+def test_the_best_preset_is_the_last_row_with_a_second_epoch(tmp_path):
+    """The ladder ends where the preset is: `best` changes nothing but the epochs from the row before it."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    import recipe_ablation
+
+    parsed = {}
+    for row in ("no_pals_gradvac", "best"):
+        argv = [*recipe_ablation.ROWS[row][1], "--output_dir", str(tmp_path), "--do_train"]
+        model_args, data_args, training_args = run_multitask.parse_args(argv)
+        config = run_multitask.build_config(model_args, data_args.tasks)
+        parsed[row] = (
+            json.dumps(config.tasks, sort_keys=True), config.pooling, config.use_pals, config.sts_head,
+            training_args.gradient_surgery, training_args.task_schedule, training_args.learning_rate,
+            training_args.warmup_steps, training_args.layerwise_lr_decay, training_args.num_train_epochs,
+        )  # fmt: skip
+    assert parsed["best"][:-1] == parsed["no_pals_gradvac"][:-1]
+    assert (parsed["no_pals_gradvac"][-1], parsed["best"][-1]) == (3.0, 2)  # TrainingArguments' default; the preset's

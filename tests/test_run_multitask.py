@@ -43,8 +43,8 @@ def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):
     config.write_text(f"preset: pals\nmodel_name_or_path: {tiny_checkpoint}\noutput_dir: {tmp_path}\npal_size: 12\n")
     model_args, _, training_args = run_multitask.parse_args([str(config)])
     assert model_args.use_pals and model_args.pal_size == 12 and training_args.task_schedule == "round_robin"
-    with pytest.raises(ValueError, match="--preset 'best' is not one of"):
-        run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "best"))
+    with pytest.raises(ValueError, match="--preset 'fastest' is not one of"):
+        run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "fastest"))
     with pytest.raises(ValueError, match="--gradient_surgery 'mgda' is not one of"):
         run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--gradient_surgery", "mgda"))
     with pytest.raises(ValueError, match="unknown task 'qnli'"):
