@@ -92,8 +92,8 @@ PRESETS = {
     "cosine": dict(use_pals=False, sts_head="cosine", task_schedule="round_robin", gradient_surgery="none"),
     "gradvac": dict(use_pals=False, sts_head="linear", task_schedule="round_robin", gradient_surgery="gradvac"),
     "combined": dict(use_pals=True, sts_head="cosine", task_schedule="round_robin", gradient_surgery="gradvac"),
-    # Beyond the paper: the recipe with the highest dev overall on all-MiniLM-L6-v2 within 60 minutes of training on a
-    # 2-core CPU (README, "Beyond the paper"; experiments/recipe_ablation.py shows what each part buys).
+    # Beyond the paper: the recipe for all-MiniLM-L6-v2 chosen by dev overall, for 60 minutes of training on a 2-core
+    # CPU; still being measured (README, "Beyond the paper"; experiments/recipe_ablation.py: what each part buys).
     "best": dict(
         use_pals=False,
         sts_head="cosine",

@@ -71,7 +71,7 @@ ROWS = {
     "lr_warmup": ("learning rate 1e-4 (from 5e-5) with 10% warm-up", LR_WARMUP),
     "llrd": ("layer-wise learning-rate decay 0.9", LLRD),
     "no_pals_gradvac": (
-        "no PALs, no GradVac (a third faster a step)",
+        "no PALs, no GradVac (faster steps)",
         [*LLRD, "--use_pals", "false", "--gradient_surgery", "none"],
     ),
     "best": ("a second epoch: the `best` preset", ["--preset", "best"]),
