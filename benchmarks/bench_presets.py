@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import reproduce_paper  # noqa: E402
-from bench_throughput import run  # noqa: E402
+from bench_throughput import parse_run_args, run  # noqa: E402
 
 
 STEPS_PER_EPOCH = 1771  # 14,168 Quora training pairs / 8: the reproduction's epoch
@@ -40,12 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     # The first preset is the reference of the ratios: naive, as the paper's timing.
     parser.add_argument("--presets", nargs="+", default=["naive", "gradvac", "pals", "cosine", "combined", "baseline"])
-    parser.add_argument("--max_steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating the order")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data_dir", type=Path, default=REPO.parent / "shared" / "data")
-    args, extra = parser.parse_known_args()
-    extra = [a for a in extra if a != "--"]
+    args, extra = parse_run_args(parser, max_steps=40, seed=0)
     seconds = {preset: [] for preset in args.presets}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):

@@ -42,16 +42,21 @@ def run(checkout: Path, output_dir: Path, args, extra: list[str]) -> dict:
     return json.loads((output_dir / "train_results.json").read_text())
 
 
+def parse_run_args(parser: argparse.ArgumentParser, max_steps: int, seed: int) -> tuple[argparse.Namespace, list]:
+    """Adds what `run` reads (and `--rounds`), parses; unknown flags, after an optional `--`, go to every run."""
+    parser.add_argument("--max_steps", type=int, default=max_steps)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating the order")
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--data_dir", type=Path, default=REPO.parent / "shared" / "data")
+    args, extra = parser.parse_known_args()
+    return args, [a for a in extra if a != "--"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="ad3e25d", help="the commit to compare against")
     parser.add_argument("--preset", default="combined")
-    parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--data_dir", type=Path, default=REPO.parent / "shared" / "data")
-    args, extra = parser.parse_known_args()
-    extra = [a for a in extra if a != "--"]
+    args, extra = parse_run_args(parser, max_steps=100, seed=42)
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "baseline"
         subprocess.run(
