@@ -283,6 +283,15 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "omp_num_threads": threads, **versions}
 
 
+def thread_count(record: dict) -> int | None:
+    """The threads a run trained on: its OMP_NUM_THREADS, or every core where that was unset; None for a run from
+    before the thread count was recorded."""
+    machine_info = record.get("machine") or {}
+    if "omp_num_threads" not in machine_info:
+        return None
+    return int(machine_info["omp_num_threads"] or machine_info.get("cpu_count") or 1)
+
+
 # ---- Running ----
 
 
@@ -631,6 +640,7 @@ def build_table(records: list[dict]) -> dict:
             "steps": sorted({r["steps"] for r in runs}),
             "epochs": sorted({r["epochs"] for r in runs}),
             "timings": timings,
+            "threads": [str(thread_count(r) or "?") for r in runs],
             "paper_epoch_minutes": PAPER_EPOCH_MINUTES.get(preset),
             "conflicts": None,
         }
@@ -668,6 +678,12 @@ def build_table(records: list[dict]) -> dict:
                 "paper_diff": PAPER_TABLE[a][name] - PAPER_TABLE[b][name],
             })  # fmt: skip
     wall = [r["wall_time_s"] for r in records if r.get("wall_time_s")]
+    # Core-hours: wall time x the threads a run used (every core for a run whose threads were not recorded).
+    cores = [
+        r["wall_time_s"] * (thread_count(r) or (r.get("machine") or {}).get("cpu_count") or 1)
+        for r in records
+        if r.get("wall_time_s")
+    ]
     return {
         "rule": SPREAD_RULE,
         "seeds": sorted({r["seed"] for r in records}),
@@ -677,6 +693,7 @@ def build_table(records: list[dict]) -> dict:
         "dirty": any(r.get("dirty") for r in records),
         "machine": records[0].get("machine") if records else None,
         "total_wall_time_h": sum(wall) / 3600 if wall else None,
+        "total_core_hours": sum(cores) / 3600 if cores else None,
         "experiments": experiments,
         "differences": differences,
         "paper": PAPER_TABLE,
@@ -720,13 +737,14 @@ def format_table(table: dict) -> str:
     lines.append(
         "Minutes, mean ± standard deviation over seeds. Per epoch and per run: the Trainer's `train_runtime` per step "
         "(the training loop with the dev evaluation and checkpoint after every epoch) times the steps; the dev "
-        "evaluation's share; wall: every attempt's whole process (start, data, final evaluation). The paper: one GPU, "
+        "evaluation's share; wall: every attempt's whole process (start, data, final evaluation). Threads: each "
+        "seed's `OMP_NUM_THREADS`; a one-thread run shared the two cores with another run. The paper: one GPU, "
         "bert-base."
     )
     lines += [
         "",
-        "| experiment | per epoch | of which dev evaluation | per run | wall per run | paper per epoch |",
-        "|---|---|---|---|---|---|",
+        "| experiment | threads | per epoch | of which dev evaluation | per run | wall per run | paper per epoch |",
+        "|---|---|---|---|---|---|---|",
     ]
     for preset, experiment in table["experiments"].items():
         timings = experiment["timings"]
@@ -735,15 +753,17 @@ def format_table(table: dict) -> str:
             for key in ("time_per_epoch_s", "mean_eval_runtime_per_epoch_s", "run_time_s", "wall_time_s")
         ]
         paper = experiment["paper_epoch_minutes"]
-        lines.append(f"| {preset} | {' | '.join(cells)} | {paper if paper else ''} |")
+        threads = ", ".join(experiment["threads"])
+        lines.append(f"| {preset} | {threads} | {' | '.join(cells)} | {paper if paper else ''} |")
     if table["total_wall_time_h"] is not None:
         machine_info = table["machine"] or {}
         lines += [
             "",
             (
-                f"All runs together: {table['total_wall_time_h']:.2f} hours of wall time on "
-                f"{machine_info.get('cpu_count')} CPU cores ({machine_info.get('platform')}, torch "
-                f"{machine_info.get('torch')})."
+                f"All runs together: {table['total_wall_time_h']:.2f} hours of wall time, "
+                f"{table['total_core_hours']:.2f} core-hours (wall time x threads; every core for a run whose threads "
+                f"were not recorded), on a {machine_info.get('cpu_count')}-core CPU ({machine_info.get('platform')}, "
+                f"torch {machine_info.get('torch')})."
             ),
         ]
 
