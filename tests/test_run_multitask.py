@@ -15,14 +15,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_RUN, tiny_args
+import torch
+from conftest import SHORT_RUN, tiny_args, tiny_config
 from safetensors.torch import load_file
 from transformers import BertModel
 
 import plot_multitask
 import run_multitask
+from modeling_bert_pals import BertPalsForMultitask
 from trainer.cs224n_builder import load_cs224n
+from trainer.model_card import build_model_card
 from trainer.predictions import read_predictions
+from trainer.training_args import MultitaskTrainingArguments
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +87,12 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     card = (tmp_path / "README.md").read_text()
     assert "model-index" in card and "preset `combined`" in card and "eval_overall" not in card
     assert f"{results['eval_overall']:.4f}" in card
+    # The training time and what it was measured on; no pre-training note for a checkpoint without one.
+    assert (
+        f"{results['train_runtime'] / 60:.1f} minutes (`train_runtime`, 2 steps) on {torch.get_num_threads()} CPU"
+        in card
+    )
+    assert "Quora duplicate questions" not in card
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "bert_pals" and saved["sts_head"] == "cosine" and saved["use_pals"]
     assert (tmp_path / "modeling_bert_pals.py").is_file() and (tmp_path / "model.safetensors").is_file()
@@ -93,6 +103,16 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     adjustments = plot_multitask.per_epoch(history, plot_multitask.ADJUSTMENTS, reduce="sum")
     assert set(adjustments) == {f"{a}-{b}" for a in ("sst", "para", "sts") for b in ("sst", "para", "sts") if a != b}
+
+
+def test_the_model_card_of_all_minilm_says_it_saw_quora_beside_the_quora_result(tmp_path):
+    model = BertPalsForMultitask(tiny_config())
+    args = MultitaskTrainingArguments(output_dir=str(tmp_path / "best-seed0"), report_to="none")
+    metrics = {"eval_para_accuracy": 0.83, "eval_overall": 0.7}
+    note = "pre-trained on sentence pairs that include Quora duplicate questions"
+    card = str(build_model_card(model, args, metrics, base_model="sentence-transformers/all-MiniLM-L6-v2"))
+    assert note in card and "| Quora paraphrase |" in card and "Training time" not in card
+    assert note not in str(build_model_card(model, args, metrics, base_model="bert-base-uncased"))
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@
 
 from pathlib import Path
 
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .tasks import get_task
@@ -16,6 +17,23 @@ from .tasks import get_task
 
 # Package data: installed with the package, beside this module.
 TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
+# (base model, task) -> what a reader must know about the base model's pre-training beside that task's result.
+PRETRAINING_NOTES = {
+    ("sentence-transformers/all-MiniLM-L6-v2", "para"): (
+        "all-MiniLM-L6-v2 was pre-trained on sentence pairs that include Quora duplicate questions: its Quora "
+        "accuracy is not that of a model that never saw the task."
+    ),
+}
+
+
+def describe_hardware(args) -> str:
+    """What a training time was measured on: `2 CPU threads` or the GPU's name, and the processes if several."""
+    if args.device.type == "cuda":
+        hardware = torch.cuda.get_device_name(args.device)
+    else:
+        threads = torch.get_num_threads()
+        hardware = f"{threads} CPU thread{'s' * (threads > 1)}"
+    return hardware if args.world_size == 1 else f"{args.world_size} processes, each on {hardware}"
 
 
 def describe_head(model, task: str) -> str:
@@ -34,7 +52,10 @@ def build_model_card(
     data_source: str = "",
     repo_id: str | None = None,
 ) -> ModelCard:
-    """`metrics`: evaluation results with keys like `eval_sst_accuracy`, `eval_overall`."""
+    """
+    `metrics`: evaluation results with keys like `eval_sst_accuracy`, `eval_overall`, and after training
+    `train_runtime`, `train_steps` and `train_hardware` (what the time was measured on).
+    """
     config = model.config
     results, eval_results = [], []
     for task in config.tasks:
@@ -92,4 +113,10 @@ def build_model_card(
         data_source=data_source,
         results=results,
         overall=metrics.get("eval_overall"),
+        train_runtime=metrics.get("train_runtime"),
+        train_steps=metrics.get("train_steps"),
+        train_hardware=metrics.get("train_hardware"),
+        notes=[
+            note for (model, task), note in PRETRAINING_NOTES.items() if model == base_model and task in config.tasks
+        ],
     )

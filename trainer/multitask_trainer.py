@@ -38,7 +38,7 @@ from .checkpoints import (
 from .data_collator import MultitaskCollator
 from .fsdp import enable_fsdp_on_cpu, like_parameter, local_tensor, requested_fsdp_plugin, with_own_class
 from .metrics import load_task_metric
-from .model_card import build_model_card
+from .model_card import build_model_card, describe_hardware
 from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
 from .surgery import SparseRows, build_surgery, parameter_groups
@@ -599,6 +599,10 @@ class MultitaskTrainer(Trainer):
         metrics = {}
         for entry in self.state.log_history:  # later evaluations override earlier ones
             metrics.update({key: value for key, value in entry.items() if key.startswith("eval_")})
+            if "train_runtime" in entry:  # the Trainer's summary of a training run
+                metrics.update(train_runtime=entry["train_runtime"], train_steps=entry["step"])
+        if "train_runtime" in metrics:
+            metrics["train_hardware"] = describe_hardware(self.args)
         card = build_model_card(
             self.model,
             self.args,
