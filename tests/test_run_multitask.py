@@ -92,7 +92,7 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
         f"{results['train_runtime'] / 60:.1f} minutes (`train_runtime`, 2 steps) on {torch.get_num_threads()} CPU"
         in card
     )
-    assert "Quora duplicate questions" not in card
+    assert "pre-trained on data that include" not in card
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "bert_pals" and saved["sts_head"] == "cosine" and saved["use_pals"]
     assert (tmp_path / "modeling_bert_pals.py").is_file() and (tmp_path / "model.safetensors").is_file()
@@ -109,7 +109,7 @@ def test_the_model_card_of_all_minilm_says_it_saw_quora_beside_the_quora_result(
     model = BertPalsForMultitask(tiny_config())
     args = MultitaskTrainingArguments(output_dir=str(tmp_path / "best-seed0"), report_to="none")
     metrics = {"eval_para_accuracy": 0.83, "eval_overall": 0.7}
-    note = "pre-trained on sentence pairs that include Quora duplicate questions"
+    note = "Quora paraphrase: sentence-transformers/all-MiniLM-L6-v2 was pre-trained on data that include this task's"
     card = str(build_model_card(model, args, metrics, base_model="sentence-transformers/all-MiniLM-L6-v2"))
     assert note in card and "| Quora paraphrase |" in card and "Training time" not in card
     assert note not in str(build_model_card(model, args, metrics, base_model="bert-base-uncased"))

@@ -17,13 +17,6 @@ from .tasks import get_task
 
 # Package data: installed with the package, beside this module.
 TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
-# (base model, task) -> what a reader must know about the base model's pre-training beside that task's result.
-PRETRAINING_NOTES = {
-    ("sentence-transformers/all-MiniLM-L6-v2", "para"): (
-        "all-MiniLM-L6-v2 was pre-trained on sentence pairs that include Quora duplicate questions: its Quora "
-        "accuracy is not that of a model that never saw the task."
-    ),
-}
 
 
 def describe_hardware(args) -> str:
@@ -117,6 +110,9 @@ def build_model_card(
         train_steps=metrics.get("train_steps"),
         train_hardware=metrics.get("train_hardware"),
         notes=[
-            note for (model, task), note in PRETRAINING_NOTES.items() if model == base_model and task in config.tasks
+            f"{get_task(task).description or task}: {base_model} was pre-trained on data that include this task's, so "
+            "this result is not that of a model that never saw the task."
+            for task in config.tasks
+            if base_model in get_task(task).seen_in_pretraining_by
         ],
     )

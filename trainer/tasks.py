@@ -74,6 +74,8 @@ class Task:
         load (`Callable[[], datasets.DatasetDict]`, *optional*):
             Any other source: returns splits "train", "validation" and optionally "test", with `id` (optional), the
             text columns and `label` (rows are checked as for a Hub dataset).
+        seen_in_pretraining_by (`tuple[str, ...]`):
+            Base models whose pre-training data include this task's: the model card says so beside its result.
     """
 
     name: str
@@ -88,6 +90,7 @@ class Task:
     label_column: str = "label"
     hub: HubSource | None = None
     load: Callable[[], datasets.DatasetDict] | None = None
+    seen_in_pretraining_by: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -210,6 +213,8 @@ register_task(
         hub=HubSource(
             "nyu-mll/glue", "qqp", {"question1": "sentence1", "question2": "sentence2", "label": "label", "idx": "id"}
         ),
+        # Its training pairs include Quora duplicate questions (the model's card on the Hub).
+        seen_in_pretraining_by=("sentence-transformers/all-MiniLM-L6-v2",),
     )
 )
 register_task(
