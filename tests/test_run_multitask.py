@@ -89,9 +89,10 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     assert f"{results['eval_overall']:.4f}" in card
     # The training time and what it was measured on; no pre-training note for a checkpoint without one.
     assert (
-        f"{results['train_runtime'] / 60:.1f} minutes (`train_runtime`, 2 steps) on {torch.get_num_threads()} CPU"
-        in card
+        f"{results['train_runtime'] / 60:.1f} minutes (`train_runtime` of the last `train()` call, which ended at "
+        "step 2;" in card
     )
+    assert f"earlier attempts are not in it) on {torch.get_num_threads()} CPU" in card
     assert "pre-trained on data that include" not in card
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "bert_pals" and saved["sts_head"] == "cosine" and saved["use_pals"]

@@ -599,7 +599,7 @@ class MultitaskTrainer(Trainer):
         metrics = {}
         for entry in self.state.log_history:  # later evaluations override earlier ones
             metrics.update({key: value for key, value in entry.items() if key.startswith("eval_")})
-            if "train_runtime" in entry:  # the Trainer's summary of a `train()` call (a resumed run's: its last)
+            if "train_runtime" in entry:  # the Trainer's summary of a `train()` call
                 metrics.update(train_runtime=entry["train_runtime"], train_steps=entry["step"])
         if "train_runtime" in metrics:
             metrics["train_hardware"] = describe_hardware(self.args)
