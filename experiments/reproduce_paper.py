@@ -1033,12 +1033,15 @@ def main(argv: list[str] | None = None) -> dict:
         if outcome["failed"]:
             logger.error(f"Failed: {', '.join(outcome['failed'])}; no table. Run again to resume them.")
             return outcome
-        records = [json.loads(run.results_file.read_text()) for run in runs]
+        # Every run found, not only this invocation's: a run of some presets or seeds (two streams side by side,
+        # a seed added later) must not replace the whole table with a part of it.
+        records = load_records(args.results_dir, list(PRESETS), None)
 
     outcome["written"] = write_table_and_figures(records, args.results_dir)
     logger.info(f"Wrote {', '.join(path.name for path in outcome['written'])} to {args.results_dir}")
     if args.commit_results and not args.table_only:
-        commit_results(outcome["written"], f"Reproduce the paper: table and figures, seeds {args.seeds}")
+        seeds = sorted({record["seed"] for record in records})
+        commit_results(outcome["written"], f"Reproduce the paper: table and figures, seeds {seeds}")
     return outcome
 
 

@@ -87,10 +87,10 @@ def test_reproduction_end_to_end(tiny_checkpoint, data_dir, tmp_path, monkeypatc
         "--max_train_samples", "16", "--max_eval_samples", "16", "--max_steps", "4", "--logging_steps", "1",
         "--per_device_eval_batch_size", "64", "--dataloader_pin_memory", "false",
     ]  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     outcome = reproduce_paper.main(argv)
     assert outcome["ran"] == ["naive-seed0", "combined-seed0"] and not outcome["failed"]
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     records = {}
     for preset in ("naive", "combined"):
         record = json.loads((results_dir / "runs" / f"{preset}-seed0.json").read_text())
@@ -141,6 +141,11 @@ def test_reproduction_end_to_end(tiny_checkpoint, data_dir, tmp_path, monkeypatc
     outcome = reproduce_paper.main(argv)
     assert outcome["ran"] == outcome["gathered"] == [] and outcome["skipped"] == ["naive-seed0", "combined-seed0"]
     assert len(logs) == 2 and {p: p.stat().st_mtime_ns for p in output_dir.glob("*.log")} == logs
+
+    # An invocation for some presets only (e.g. one of two streams side by side) writes the table of every run found.
+    outcome = reproduce_paper.main([*argv, "--presets", "naive"])
+    assert outcome["skipped"] == ["naive-seed0"]
+    assert json.loads((results_dir / "table.json").read_text())["experiments"].keys() == {"naive", "combined"}
 
     # A finished run without its JSON is gathered from its output dir, not trained again.
     (results_dir / "runs" / "naive-seed0.json").unlink()
