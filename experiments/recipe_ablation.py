@@ -84,6 +84,11 @@ ROWS = {
         "`best`, with Quora bi-encoded, head on [u, v, |u-v|, u*v], instead of cross-encoded",
         ["--preset", "best", "--pair_encoding", "para=separate", "--pair_features", "para=sbert"],
     ),
+    # At one epoch `llrd` was .004 below `lr_warmup` (one seed each): does `best` do better without it?
+    "best_no_llrd": (
+        "`best`, without layer-wise learning-rate decay",
+        ["--preset", "best", "--layerwise_lr_decay", "1.0"],
+    ),
 }
 # Rows trained longer than `--num_train_epochs` (the reproduction's one epoch): those on the `best` preset, its 2.
 ROW_EPOCHS = {row: 2 for row, (_, flags) in ROWS.items() if flags[:2] == ["--preset", "best"]}
