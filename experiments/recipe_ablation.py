@@ -141,7 +141,8 @@ def format_table(records: list[dict], floor: dict | None) -> str:
             f"{record['train_runtime'] / 60:.0f} ({runner.thread_count(record) or '?'}t)" for record in group
         )
         seeds = ", ".join(str(record["seed"]) for record in group)
-        lines.append(f"| `{row}` | {ROWS[row][0]} | {' | '.join(cells)} | {minutes} | {seeds} |")
+        adds = ROWS[row][0].replace("|", "\\|")  # `|u-v|` would split the cell
+        lines.append(f"| `{row}` | {adds} | {' | '.join(cells)} | {minutes} | {seeds} |")
     lines.append(
         "| paper, combined | bert-base, 10 epochs, 141k Quora pairs | "
         + " | ".join(f"{PAPER_COMBINED[key]:.3f}" for key in keys)

@@ -8,7 +8,9 @@
 """experiments/recipe_ablation.py: every row is a valid run_multitask.py command with the reproduction's budget, and
 its `combined` row is the paper reproduction's own run."""
 
+import importlib.util
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -19,6 +21,10 @@ import run_multitask
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "recipe_ablation.py"
+
+spec = importlib.util.spec_from_file_location("recipe_ablation", SCRIPT)
+recipe_ablation = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recipe_ablation)
 
 
 def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
@@ -70,3 +76,18 @@ def test_the_best_preset_is_the_last_row_with_a_second_epoch(tmp_path):
         )  # fmt: skip
     assert parsed["best"][:-1] == parsed["no_pals_gradvac"][:-1]
     assert (parsed["no_pals_gradvac"][-1], parsed["best"][-1]) == (3.0, 2)  # TrainingArguments' default; the preset's
+
+
+def test_the_table_has_one_cell_per_column_in_every_row():
+    # A row's description may hold a `|` (`[u, v, |u-v|, u*v]`): escaped, it stays in its cell.
+    metrics = {"eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.9, "eval_overall": 0.733}
+    records = [
+        {"preset": row, "seed": 0, "train_runtime": 60.0, "command": f"python run_multitask.py {row}", **metrics}
+        for row in recipe_ablation.ROWS
+    ]
+    floor = {"best": {"sst": 0.4, "para": 0.8, "sts": 0.8, "overall": 0.67}, "command": "python frozen_floor.py"}
+    lines = [line for line in recipe_ablation.format_table(records, floor).splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 1 + len(recipe_ablation.ROWS) + 2  # header, rule, floor, rows, paper, targets
+    assert any("\\|u-v\\|" in line for line in lines)
+    for line in lines:
+        assert len(re.split(r"(?<!\\)\|", line)) == 10, line  # 8 cells between 9 pipes
