@@ -6,7 +6,7 @@
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
 """experiments/recipe_ablation.py: every row is a valid run_multitask.py command with the reproduction's budget, and
-its `combined` row is the paper reproduction's own run."""
+its `combined` row is the paper reproduction's own run; its table keeps one cell per column."""
 
 import importlib.util
 import json
