@@ -91,3 +91,16 @@ def test_the_table_has_one_cell_per_column_in_every_row():
     assert any("\\|u-v\\|" in line for line in lines)
     for line in lines:
         assert len(re.split(r"(?<!\\)\|", line)) == 10, line  # 8 cells between 9 pipes
+
+
+def test_the_table_takes_the_combined_row_from_the_paper_reproduction(tmp_path):
+    metrics = {"eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.9, "eval_overall": 0.733}
+    for results_dir, row in ((tmp_path / "paper", "combined"), (tmp_path / "recipe", "best")):
+        (results_dir / "runs").mkdir(parents=True)
+        record = {"preset": row, "seed": 0, "train_runtime": 60.0, "command": f"python run_multitask.py {row}"}
+        (results_dir / "runs" / f"{row}-seed0.json").write_text(json.dumps({**record, **metrics}))
+    recipe_ablation.main(
+        ["--table_only", "--results_dir", str(tmp_path / "recipe"), "--paper_results_dir", str(tmp_path / "paper")]
+    )
+    rows = [line.split(" | ")[0] for line in (tmp_path / "recipe" / "table.md").read_text().splitlines()]
+    assert "| `combined`" in rows and "| `best`" in rows
