@@ -17,11 +17,12 @@ The recipe beyond the paper, one addition at a time: from the paper's combined p
 Each row is an ordinary `run_multitask.py` command with the budget of the paper reproduction (8 examples of each
 task per round-robin step, dev evaluation after every epoch, the best epoch kept; see
 `experiments/reproduce_paper.py`, whose resumable runner this script uses), plus the row's own flags. Each row adds
-one thing to the row before it; the last, `best`, is the `best` preset of `run_multitask.py` and trains two epochs
-where the others train one. Results go to `results/recipe/runs/<row>-seed<k>.json`; the table also shows the
-frozen-feature floor (`experiments/frozen_floor.py`), the paper's combined model and the targets. The `combined`
-row is the paper reproduction's run of the same command (`results/paper/runs/combined-seed<k>.json`): whichever
-script runs it first, the other reuses it.
+one thing to the row before it (or, where its description says "instead", to the row it names). The rows on the
+`best` preset of `run_multitask.py` train its two epochs where the others train one: `two_epochs`, then `best`, the
+preset itself, then the candidates that lost to it. Results go to `results/recipe/runs/<row>-seed<k>.json`; the table
+also shows the frozen-feature floor (`experiments/frozen_floor.py`), the paper's combined model and the targets. The
+`combined` row is the paper reproduction's run of the same command (`results/paper/runs/combined-seed<k>.json`):
+whichever script runs it first, the other reuses it.
 """
 
 import argparse
@@ -74,20 +75,27 @@ ROWS = {
         "no PALs, no GradVac (faster steps)",
         [*LLRD, "--use_pals", "false", "--gradient_surgery", "none"],
     ),
-    "best": ("a second epoch: the `best` preset", ["--preset", "best"]),
-    # Candidates for `best`, each one change from it with its two epochs: the preset takes whichever wins on dev.
-    "best_sts_mse": (
-        "`best`, with MSE on the STS cosine (the paper's) instead of CoSENT",
-        ["--preset", "best", "--loss", "sts=mse"],
-    ),
+    # A second epoch, then the one change that made it `best`: rows on the `best` preset train its two epochs.
+    "two_epochs": ("a second epoch", ["--preset", "best", "--loss", "sts=cosent"]),
+    "best": ("MSE on the STS cosine (the paper's) instead of CoSENT: the `best` preset", ["--preset", "best"]),
+    # Candidates that lost, each one change from `two_epochs`.
     "best_sbert_para": (
-        "`best`, with Quora bi-encoded, head on [u, v, |u-v|, u*v], instead of cross-encoded",
-        ["--preset", "best", "--pair_encoding", "para=separate", "--pair_features", "para=sbert"],
+        "instead (from `two_epochs`): Quora bi-encoded, head on [u, v, |u-v|, u*v], not cross-encoded",
+        [
+            "--preset",
+            "best",
+            "--loss",
+            "sts=cosent",
+            "--pair_encoding",
+            "para=separate",
+            "--pair_features",
+            "para=sbert",
+        ],
     ),
-    # At one epoch `llrd` was .004 below `lr_warmup` (one seed each): does `best` do better without it?
+    # At one epoch `llrd` was .004 below `lr_warmup` (one seed each): is a second epoch better without it?
     "best_no_llrd": (
-        "`best`, without layer-wise learning-rate decay",
-        ["--preset", "best", "--layerwise_lr_decay", "1.0"],
+        "instead (from `two_epochs`): no layer-wise learning-rate decay",
+        ["--preset", "best", "--loss", "sts=cosent", "--layerwise_lr_decay", "1.0"],
     ),
 }
 # Rows trained longer than `--num_train_epochs` (the reproduction's one epoch): those on the `best` preset, its 2.

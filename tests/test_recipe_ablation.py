@@ -59,23 +59,28 @@ def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
     assert len(configs) == len(lines)  # each row changes something
 
 
-def test_the_best_preset_is_the_last_row_with_a_second_epoch(tmp_path):
-    """The ladder ends where the preset is: `best` changes nothing but the epochs from the row before it."""
+def test_the_ladder_ends_at_the_best_preset_one_change_at_a_time(tmp_path):
+    """`two_epochs` changes nothing but the epochs from the row before it; `best`, nothing but the STS loss from it."""
     sys.path.insert(0, str(REPO / "experiments"))
     import recipe_ablation
 
     parsed = {}
-    for row in ("no_pals_gradvac", "best"):
+    for row in ("no_pals_gradvac", "two_epochs", "best"):
         argv = [*recipe_ablation.ROWS[row][1], "--output_dir", str(tmp_path), "--do_train"]
         model_args, data_args, training_args = run_multitask.parse_args(argv)
         config = run_multitask.build_config(model_args, data_args.tasks)
-        parsed[row] = (
-            json.dumps(config.tasks, sort_keys=True), config.pooling, config.use_pals, config.sts_head,
-            training_args.gradient_surgery, training_args.task_schedule, training_args.learning_rate,
-            training_args.warmup_steps, training_args.layerwise_lr_decay, training_args.num_train_epochs,
+        parsed[row] = dict(
+            tasks=config.tasks, pooling=config.pooling, use_pals=config.use_pals, sts_head=config.sts_head,
+            surgery=training_args.gradient_surgery, schedule=training_args.task_schedule,
+            learning_rate=training_args.learning_rate, warmup=training_args.warmup_steps,
+            layerwise_lr_decay=training_args.layerwise_lr_decay, epochs=training_args.num_train_epochs,
         )  # fmt: skip
-    assert parsed["best"][:-1] == parsed["no_pals_gradvac"][:-1]
-    assert (parsed["no_pals_gradvac"][-1], parsed["best"][-1]) == (3.0, 2)  # TrainingArguments' default; the preset's
+    assert (parsed["no_pals_gradvac"].pop("epochs"), parsed["two_epochs"].pop("epochs")) == (3.0, 2)  # default; preset
+    assert parsed["two_epochs"] == parsed["no_pals_gradvac"]
+    assert parsed["best"].pop("epochs") == 2
+    sts_losses = [parsed[row]["tasks"]["sts"].pop("loss") for row in ("two_epochs", "best")]
+    assert sts_losses == ["cosent", "mse"]
+    assert parsed["best"] == parsed["two_epochs"]
 
 
 def test_the_table_has_one_cell_per_column_in_every_row():
