@@ -40,6 +40,7 @@ import reproduce_paper as runner  # noqa: E402
 CROSS_PARA = ["--preset", "combined", "--pooling", "mean", "--loss", "sts=cosent", "--pair_encoding", "para=cross"]
 LR_WARMUP = [*CROSS_PARA, "--learning_rate", "1e-4", "--warmup_steps", "0.1"]
 LLRD = [*LR_WARMUP, "--layerwise_lr_decay", "0.9"]
+TWO_EPOCHS = ["--preset", "best", "--loss", "sts=cosent"]  # `best` before it took MSE on STS
 # name -> (what the row adds to the one before, its run_multitask.py flags). Defaults are the paper's.
 ROWS = {
     "combined": ("the paper's combined preset: PALs, GradVac, cosine STS head", ["--preset", "combined"]),
@@ -76,26 +77,17 @@ ROWS = {
         [*LLRD, "--use_pals", "false", "--gradient_surgery", "none"],
     ),
     # A second epoch, then the one change that made it `best`: rows on the `best` preset train its two epochs.
-    "two_epochs": ("a second epoch", ["--preset", "best", "--loss", "sts=cosent"]),
+    "two_epochs": ("a second epoch", TWO_EPOCHS),
     "best": ("MSE on the STS cosine (the paper's) instead of CoSENT: the `best` preset", ["--preset", "best"]),
     # Candidates that lost, each one change from `two_epochs`.
     "best_sbert_para": (
         "instead (from `two_epochs`): Quora bi-encoded, head on [u, v, |u-v|, u*v], not cross-encoded",
-        [
-            "--preset",
-            "best",
-            "--loss",
-            "sts=cosent",
-            "--pair_encoding",
-            "para=separate",
-            "--pair_features",
-            "para=sbert",
-        ],
+        [*TWO_EPOCHS, "--pair_encoding", "para=separate", "--pair_features", "para=sbert"],
     ),
     # At one epoch `llrd` was .004 below `lr_warmup` (one seed each): is a second epoch better without it?
     "best_no_llrd": (
         "instead (from `two_epochs`): no layer-wise learning-rate decay",
-        ["--preset", "best", "--loss", "sts=cosent", "--layerwise_lr_decay", "1.0"],
+        [*TWO_EPOCHS, "--layerwise_lr_decay", "1.0"],
     ),
 }
 # Rows trained longer than `--num_train_epochs` (the reproduction's one epoch): those on the `best` preset, its 2.

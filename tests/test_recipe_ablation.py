@@ -6,8 +6,10 @@
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
 """experiments/recipe_ablation.py: every row is a valid run_multitask.py command with the reproduction's budget, and
-its `combined` row is the paper reproduction's own run; its table keeps one cell per column."""
+its `combined` row is the paper reproduction's own run; its table keeps one cell per column; every recorded run is
+its row's command as the code builds it now."""
 
+import argparse
 import importlib.util
 import json
 import re
@@ -109,3 +111,17 @@ def test_the_table_takes_the_combined_row_from_the_paper_reproduction(tmp_path):
     )
     rows = [line.split(" | ")[0] for line in (tmp_path / "recipe" / "table.md").read_text().splitlines()]
     assert "| `combined`" in rows and "| `best`" in rows
+
+
+def test_every_recorded_run_is_the_command_its_row_builds_now():
+    """A preset that changes (as `best` took MSE on STS) must not leave a recorded row reading as another config."""
+    records = [json.loads(path.read_text()) for path in sorted((REPO / "results" / "recipe" / "runs").glob("*.json"))]
+    assert {record["preset"] for record in records} >= {"two_epochs", "best"}
+    for record in records:
+        args = argparse.Namespace(
+            rows=[record["preset"]], seeds=[record["seed"]], output_dir=Path(record["output_dir"]).parent,
+            results_dir=REPO / "results" / "recipe", num_train_epochs=1, paper_output_dir=Path("unused"),
+            paper_results_dir=Path("unused"),
+        )  # fmt: skip
+        (run,) = recipe_ablation.build_runs(args, [])
+        assert run.command == record["command"], record["preset"]
