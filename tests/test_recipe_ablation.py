@@ -27,6 +27,8 @@ SCRIPT = REPO / "experiments" / "recipe_ablation.py"
 spec = importlib.util.spec_from_file_location("recipe_ablation", SCRIPT)
 recipe_ablation = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recipe_ablation)
+# A run's dev metrics, for the table tests.
+METRICS = {"eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.9, "eval_overall": 0.733}
 
 
 def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
@@ -63,9 +65,6 @@ def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
 
 def test_the_ladder_ends_at_the_best_preset_one_change_at_a_time(tmp_path):
     """`two_epochs` changes nothing but the epochs from the row before it; `best`, nothing but the STS loss from it."""
-    sys.path.insert(0, str(REPO / "experiments"))
-    import recipe_ablation
-
     parsed = {}
     for row in ("no_pals_gradvac", "two_epochs", "best"):
         argv = [*recipe_ablation.ROWS[row][1], "--output_dir", str(tmp_path), "--do_train"]
@@ -87,9 +86,8 @@ def test_the_ladder_ends_at_the_best_preset_one_change_at_a_time(tmp_path):
 
 def test_the_table_has_one_cell_per_column_in_every_row():
     # A row's description may hold a `|` (`[u, v, |u-v|, u*v]`): escaped, it stays in its cell.
-    metrics = {"eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.9, "eval_overall": 0.733}
     records = [
-        {"preset": row, "seed": 0, "train_runtime": 60.0, "command": f"python run_multitask.py {row}", **metrics}
+        {"preset": row, "seed": 0, "train_runtime": 60.0, "command": f"python run_multitask.py {row}", **METRICS}
         for row in recipe_ablation.ROWS
     ]
     floor = {"best": {"sst": 0.4, "para": 0.8, "sts": 0.8, "overall": 0.67}, "command": "python frozen_floor.py"}
@@ -101,11 +99,10 @@ def test_the_table_has_one_cell_per_column_in_every_row():
 
 
 def test_the_table_takes_the_combined_row_from_the_paper_reproduction(tmp_path):
-    metrics = {"eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.9, "eval_overall": 0.733}
     for results_dir, row in ((tmp_path / "paper", "combined"), (tmp_path / "recipe", "best")):
         (results_dir / "runs").mkdir(parents=True)
         record = {"preset": row, "seed": 0, "train_runtime": 60.0, "command": f"python run_multitask.py {row}"}
-        (results_dir / "runs" / f"{row}-seed0.json").write_text(json.dumps({**record, **metrics}))
+        (results_dir / "runs" / f"{row}-seed0.json").write_text(json.dumps({**record, **METRICS}))
     recipe_ablation.main(
         ["--table_only", "--results_dir", str(tmp_path / "recipe"), "--paper_results_dir", str(tmp_path / "paper")]
     )
