@@ -19,8 +19,11 @@ Every option is checked before any work starts. Bad arguments and damaged files 
 `error: ...` and exit status 1; `--traceback` (anywhere on the command line) shows the full traceback instead.
 """
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -47,7 +50,8 @@ from trainer.checkpoints import (
 from trainer.cs224n_builder import data_file, load_cs224n
 from trainer.hub_tasks import load_hub_task, to_task_columns
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
-from trainer.predictions import write_predictions
+from trainer.output_lock import LOCK_NAME, lock_output_dir
+from trainer.predictions import replace_folder, write_predictions
 from trainer.tasks import PAPER_TASKS, TASKS, get_task
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
@@ -74,6 +78,8 @@ STRUCTURAL_HEAD_OPTIONS = ("encoding", "features")
 # What a CLI user gets as one line and exit status 1 (bad arguments, missing or damaged files, a diverged run), rather
 # than a traceback; anything else is a bug, and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, StrictDataclassError, SafetensorError)
+
+MIN_SEQ_LENGTH = 5
 
 # The paper's experiments. Values are command-line defaults: explicit flags override them.
 PRESETS = {
@@ -181,20 +187,53 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N dev rows per task."})
     preprocessing_num_workers: int | None = field(default=None)
 
+    def __post_init__(self):
+        if isinstance(self.tasks, str):  # a config file's `tasks: sst`
+            self.tasks = [self.tasks]
+        # [CLS] a [SEP] b [SEP] needs three special tokens and one token of each sentence.
+        if self.max_seq_length < MIN_SEQ_LENGTH:
+            raise ValueError(f"--max_seq_length must be at least {MIN_SEQ_LENGTH}; got {self.max_seq_length}.")
+        for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1; got {getattr(self, name)}.")
+
 
 def parse_args(argv: list[str]):
+    """
+    The three argument dataclasses, from the command line or from one JSON/YAML file of `{flag: value}`. A file's
+    values are read as their command-line text (so YAML's `1e-4`, a string to PyYAML, is the number it is on the
+    command line, and `tasks: sst` is one task), and a preset (`--preset x`, `--preset=x` or `preset: x`) supplies
+    defaults that explicit values override.
+    """
     parser = HfArgumentParser((ModelArguments, DataArguments, MultitaskTrainingArguments))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        text = Path(argv[0]).read_text()
-        values = yaml.safe_load(text) if argv[0].endswith((".yaml", ".yml")) else json.loads(text)
-        values = {**preset_values(values.get("preset")), **values}
-        return parser.parse_dict(values)
-    preset = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else None
-    # Presets go first: argparse keeps the last occurrence, so explicit flags win.
-    defaults = []
-    for key, value in preset_values(preset).items():
-        defaults += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
-    return parser.parse_args_into_dataclasses(defaults + argv)
+        argv = file_argv(argv[0])
+    # A first parse finds the preset however it was spelled. Its flags then go first: argparse keeps the last
+    # occurrence, so explicit flags win.
+    preset = parser.parse_args_into_dataclasses(argv)[0].preset
+    return parser.parse_args_into_dataclasses(to_argv(preset_values(preset)) + argv)
+
+
+def to_argv(values: dict) -> list[str]:
+    """`{flag: value}` as the command line it stands for (a list is one flag's values; None is the default)."""
+    argv = []
+    for key, value in values.items():
+        if value is not None:
+            items = value if isinstance(value, list) else [value]
+            argv += [f"--{key}", *(json.dumps(item) if isinstance(item, dict) else str(item) for item in items)]
+    return argv
+
+
+def file_argv(path: str) -> list[str]:
+    """A JSON/YAML argument file as the command line it stands for."""
+    text = Path(path).read_text()
+    try:
+        values = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({error})")
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values, found {type(values).__name__}.")
+    return to_argv(values)
 
 
 def preset_values(preset: str | None) -> dict:
@@ -267,6 +306,26 @@ def check_data_files(data_args: DataArguments, training_args: MultitaskTrainingA
                     f"{path}: not found; it holds the {split} split of task {task!r}, which {why} needs. Every "
                     "requested task is evaluated: drop the task from --tasks or evaluation from the command."
                 )
+
+
+def training_data_identity(data_args: DataArguments) -> dict[str, dict]:
+    """
+    What a resumed run must train on as its checkpoint did, per task: the source (a hash of the CS224N train file,
+    or the Hub dataset) and `--max_train_samples`. Stored in the run configuration.
+    """
+    hub = hub_sources(data_args)
+    identity = {}
+    for name in data_args.tasks:
+        task = get_task(name)
+        if name in hub:
+            source = f"hub:{hub[name]}"
+        elif task.files is not None:
+            content = (Path(data_args.data_dir) / data_file(task, "train")).read_bytes()
+            source = f"sha256:{hashlib.sha256(content).hexdigest()[:16]}"
+        else:
+            source = "its own loader" if task.load is not None else f"hub:{task.hub.dataset_id}"
+        identity[name] = {"source": source, "max_train_samples": data_args.max_train_samples}
+    return identity
 
 
 def evaluating(training_args: MultitaskTrainingArguments) -> bool:
@@ -403,6 +462,42 @@ def apply_head_options(
     return result
 
 
+def check_run_against_model(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MultitaskTrainingArguments,
+    config: BertPalsConfig,
+) -> None:
+    """What the model's configuration makes wrong or pointless in the command, before any work."""
+    path = model_args.model_name_or_path
+    if data_args.max_seq_length > config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length {data_args.max_seq_length}: {path} has {config.max_position_embeddings} position "
+            "embeddings (max_position_embeddings); give at most that."
+        )
+    if training_args.do_train and training_args.gradient_surgery != "none" and len(config.task_names) < 2:
+        raise ValueError(
+            f"--gradient_surgery {training_args.gradient_surgery}: it combines the gradients of several tasks, and "
+            f"this run has one ({config.task_names[0]!r}); use --gradient_surgery none or add --tasks."
+        )
+    saved_model = load_config_dict(path, model_args.cache_dir).get("model_type") == BertPalsConfig.model_type
+    if saved_model:
+        return
+    if training_args.do_train:
+        logger.info(f"{path} is a plain BERT checkpoint: the heads (and PALs) of {config.task_names} start new.")
+    elif training_args.do_predict:
+        raise ValueError(
+            f"--do_predict without --do_train: {path} is a plain BERT checkpoint, so the heads of {config.task_names} "
+            "would be random and so would the predictions. Train first (--do_train), or pass a saved "
+            "BertPalsForMultitask as --model_name_or_path."
+        )
+    elif evaluating(training_args):
+        logger.warning(
+            f"{path} is a plain BERT checkpoint and this run does not train: the heads of {config.task_names} are "
+            "newly initialised (random), and the evaluation measures them as such."
+        )
+
+
 def build_model(model_args: ModelArguments, config: BertPalsConfig) -> BertPalsForMultitask:
     path = model_args.model_name_or_path
     try:
@@ -438,7 +533,7 @@ def prepare_output_dir(
         required = (SURGERY_STATE_NAME,) if training_args.gradient_surgery != "none" else ()
         check_checkpoint(checkpoint, run_config, required_files=required)
         return checkpoint, False
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+    if not output_dir.is_dir() or not [path for path in output_dir.iterdir() if path.name != LOCK_NAME]:
         return None, False
     if not training_args.overwrite_output_dir:
         try:
@@ -467,6 +562,8 @@ def prepare_output_dir(
 
 def clear_directory(path: Path) -> None:
     for child in path.iterdir():
+        if child.name == LOCK_NAME:  # this run's own lock
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
@@ -492,8 +589,10 @@ def main(argv: list[str] | None = None):
     # Everything is checked before any work starts: options, model, files, output directory, checkpoint.
     config = build_config(model_args, data_args.tasks)
     data_args.tasks = config.task_names
+    check_run_against_model(model_args, data_args, training_args, config)
     check_data_files(data_args, training_args)
-    run_config = build_run_config(config, training_args, preset=model_args.preset)
+    data = training_data_identity(data_args) if training_args.do_train else None
+    run_info = {"preset": model_args.preset, "data": data}
     if training_args.do_train and training_args.resume_from_checkpoint:
         # A checkpoint of the same tasks in another order: take its order (the schedule and surgery state follow it).
         try:
@@ -506,7 +605,22 @@ def main(argv: list[str] | None = None):
         if saved_order != config.task_names:
             config.tasks = {task: config.tasks[task] for task in saved_order}
             data_args.tasks = config.task_names
-            run_config = build_run_config(config, training_args, preset=model_args.preset)
+    # One run at a time in an output directory: the main process holds its lock until the run ends.
+    with contextlib.ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:
+            held.enter_context(lock_output_dir(training_args.output_dir))
+        train_evaluate_predict(model_args, data_args, training_args, config, run_info)
+
+
+def train_evaluate_predict(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MultitaskTrainingArguments,
+    config: BertPalsConfig,
+    run_info: dict,
+) -> None:
+    """The run itself, once every option and file is checked and the output directory is this process's."""
+    run_config = build_run_config(config, training_args, **run_info)
     checkpoint, clear = prepare_output_dir(model_args, training_args, run_config, keep=(data_args.data_dir,))
     if clear:
         with training_args.main_process_first(desc="clearing the output directory"):
@@ -552,7 +666,7 @@ def main(argv: list[str] | None = None):
         train_dataset=train_datasets,
         eval_dataset=eval_datasets or None,
         processing_class=tokenizer,
-        run_info={"preset": model_args.preset},
+        run_info=run_info,
     )
 
     if training_args.do_train:
@@ -570,16 +684,24 @@ def main(argv: list[str] | None = None):
         trainer.save_metrics("eval", metrics)
 
     if training_args.do_predict:
+        # The files go to predictions.partial, which replaces predictions/ once every file is written: a killed run
+        # leaves the partial folder, never a mix of two models' predictions under the final name.
         output_dir = Path(training_args.output_dir) / "predictions"
+        partial = output_dir.with_name(f"{output_dir.name}.partial")
+        if trainer.is_world_process_zero() and partial.exists():
+            shutil.rmtree(partial)
+        written = []
         for split, name in (("validation", "dev"), ("test", "test")):
             for task, dataset in prepare(split, None).items():
                 logits = trainer.predict(dataset, metric_key_prefix=f"predict_{task}").predictions
                 predictions = trainer.predictions(task, logits)
                 if trainer.is_world_process_zero():
-                    path = write_predictions(
-                        output_dir / f"{task}-{name}-output.csv", task, dataset["id"], predictions
-                    )
-                    logger.info(f"Wrote {len(predictions)} predictions to {path}")
+                    path = write_predictions(partial / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
+                    written.append((path.name, len(predictions)))
+        if trainer.is_world_process_zero() and written:
+            replace_folder(partial, output_dir)
+            for file_name, count in written:
+                logger.info(f"Wrote {count} predictions to {output_dir / file_name}")
 
     if not (training_args.do_train or training_args.do_eval):
         return  # the model card describes a trained or evaluated model: a prediction run leaves the folder's card

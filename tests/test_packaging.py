@@ -10,10 +10,12 @@ installed package trains, writes its card and saves a model that loads with remo
 
 import json
 import os
+import site
 import subprocess
 import sys
 import textwrap
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import REPO, tiny_args
@@ -37,10 +39,16 @@ def test_the_installed_wheel_trains_writes_its_card_and_reloads(tiny_checkpoint,
     ):
         assert packaged in names, f"{packaged} is not in {wheel.name}"
 
-    # A fresh environment; its dependencies (torch, transformers, ...) come from this one's site-packages.
+    # A fresh environment whose dependencies (torch, transformers, ...) come from this one's site-packages, in a
+    # virtual environment or not: `--system-site-packages` alone would give the base interpreter's, without them.
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    fresh_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
+    (Path(fresh_site) / "this_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
 
     # Outside the repository, with the repository off sys.path: only the installed package can be imported.

@@ -163,10 +163,14 @@ def test_reproduction_end_to_end(tiny_checkpoint, data_dir, tmp_path, monkeypatc
     )
     (results_dir / "runs" / "combined-seed0.json").unlink()
     (run.output_dir / "all_results.json").unlink()
+    # Which checkpoints the run kept depends on which epoch of the tiny model scored best (`--save_total_limit 1
+    # --load_best_model_at_end` keeps the best and deletes the others), so the expected one is read from the run.
+    kept = sorted(run.output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    assert kept and all((path / "run_config.json").is_file() for path in kept)  # complete, every one
     (run.output_dir / "checkpoint-6").mkdir()
     assert reproduce_paper.run_state(run) == "resume"
     next_argv, checkpoint = reproduce_paper.attempt_argv(run)
-    assert checkpoint == run.output_dir / "checkpoint-4"
+    assert checkpoint == kept[-1]
     assert next_argv == run.argv + ["--resume_from_checkpoint", str(checkpoint)]
     # Without a complete checkpoint there is nothing to keep: the run starts over in its output dir.
     for path in run.output_dir.glob("checkpoint-*"):

@@ -35,19 +35,28 @@ TRAINING_KEYS = (
     "gradvac_beta",
     "surgery_eps",
     "freeze_encoder",
+    # The seed orders the batches (and GradVac's task order): another seed would continue another run's data order.
+    "seed",
+    "data_seed",
 )
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-def build_run_config(model_config, args, preset: str | None = None) -> dict[str, Any]:
-    """The options that identify a run, from the model's `BertPalsConfig` and the `MultitaskTrainingArguments`."""
-    return {
+def build_run_config(model_config, args, preset: str | None = None, data: dict | None = None) -> dict[str, Any]:
+    """
+    The options that identify a run, from the model's `BertPalsConfig` and the `MultitaskTrainingArguments`, and
+    `data`: what identifies its training data (e.g. a fingerprint of each task's files), compared on resume too.
+    """
+    config = {
         "version": RUN_CONFIG_VERSION,
         "preset": preset,
         "tasks": {name: dict(spec) for name, spec in model_config.tasks.items()},
         "model": {key: getattr(model_config, key, None) for key in MODEL_KEYS},
         "training": {key: getattr(args, key, None) for key in TRAINING_KEYS},
     }
+    if data is not None:
+        config["data"] = data
+    return config
 
 
 def describe_run(run_config: dict[str, Any]) -> str:
@@ -76,11 +85,14 @@ def run_config_differences(saved: dict[str, Any], current: dict[str, Any]) -> li
         for task in saved_tasks:
             if saved_tasks[task] != current_tasks[task]:
                 differences.append(f"task {task!r}: {saved_tasks[task]} there, {current_tasks[task]} now")
-    for section in ("model", "training"):
-        for key in sorted(set(saved.get(section, {})) | set(current.get(section, {}))):
-            a, b = saved.get(section, {}).get(key), current.get(section, {}).get(key)
-            if a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
-                differences.append(f"{key}: {a!r} there, {b!r} now")
+    # A key the saved configuration lacks was not recorded by the version that wrote it: not compared.
+    for section in ("model", "training", "data"):
+        for key in sorted(set(saved.get(section, {})) & set(current.get(section, {}))):
+            a, b = saved[section][key], current[section][key]
+            if a == b or (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
+                continue
+            name = f"training data of task {key!r}" if section == "data" else key
+            differences.append(f"{name}: {a!r} there, {b!r} now")
     return differences
 
 

@@ -22,7 +22,8 @@ columns `id`, the task's text columns and its `label_column`. The task name is t
 
 Every config also has `id` (`Value("string")`). Splits: `train` (`-train`), `validation` (`-dev`), `test`
 (`-test-student`); `validation` and `test` exist only where their file exists. The test files carry no label column:
-their rows get `label = None`.
+their rows get `label = None`. A test file that does have one is read the same way: the column is ignored (never
+parsed, never a reason to skip a row), so that every test id gets a prediction.
 
 Bad rows (an empty, unparsable or out-of-range label, a missing or empty sentence or id, a wrong number of fields, a
 TAB inside a field: a sign of an unbalanced quote) are skipped and counted, with ONE warning per file (logger
@@ -31,6 +32,10 @@ TAB inside a field: a sign of an unbalanced quote) are skipped and counted, with
 numbers in the file, header = line 1 (for a record spanning several lines, its first line). A blank line counts as a
 bad row. A train/dev file without its label column, or any file without `id` or a sentence column, raises
 `ValueError` (a header problem, not a row problem) in both modes.
+
+Ids: in a dev or test file an id must not repeat, since the prediction files are keyed by id. A repeat among the rows
+kept raises `ValueError("<path>: line <n>: duplicate id '<id>' (first on line <m>) ...")` in both modes. A train file
+may repeat an id (the id is not used in training).
 
 Quotes: fields are read with standard CSV `"` quoting (the parse of `csv.DictReader(f, delimiter="\t")`). Quote
 characters left inside the text after that (Quora questions wrapped in an extra layer of quoting, `"What does ""x""
@@ -74,7 +79,7 @@ from .tasks import Task, get_task
 logger = logging.get_logger(__name__)
 
 # Bump when parsing/validation changes: it is part of the cache hash.
-PARSER_REVISION = "2"
+PARSER_REVISION = "3"
 MAX_REPORTED_LINES = 5
 SKIPPED_ROWS_FILENAME = "cs224n_skipped_rows.json"
 
@@ -132,6 +137,18 @@ def _files_fingerprint(task: Task, data_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
+def check_unique_ids(source: str, ids: list[tuple[int, str]], *, unit: str = "line") -> None:
+    """A `ValueError` at the first repeated id of `ids`, a list of `(line_or_row, id)` (`unit`: "line" or "row")."""
+    first: dict[str, int] = {}
+    for where, ident in ids:
+        if ident in first:
+            raise ValueError(
+                f"{source}: {unit} {where}: duplicate id {ident!r} (first on {unit} {first[ident]}); ids of a "
+                "validation or test split must be unique, as the predictions are written by id"
+            )
+        first[ident] = where
+
+
 def check_utf8(path: str) -> None:
     """A `ValueError` naming the file, line and column of the first byte that is not UTF-8."""
     with open(path, "rb") as f:
@@ -161,8 +178,9 @@ def read_cs224n_file(
     example)` and `bad_rows` a list of `(line_number, reason)`. Header problems (a required column missing) and
     bytes that are not UTF-8 always raise a `ValueError`; bad rows raise one only when `strict`. No logging here.
 
-    In a file without labels (a test split) a row with an empty sentence is kept, with the empty string as its text,
-    so that every id gets a prediction; the `(line, reason)` of each such row is appended to `kept` when given.
+    `require_label=False` (a test split): the label is not used; its column may be missing and, if present, is not
+    read (every label is `None`). In such a file a row with an empty sentence is kept, with the empty string as its
+    text, so that every id gets a prediction; the `(line, reason)` of each such row is appended to `kept` when given.
     """
     spec = get_task(task)
     examples: list[tuple[int, dict]] = []
@@ -179,8 +197,9 @@ def read_cs224n_file(
             raise ValueError(f"{path}: empty file (no header row)") from None
         index = {name: i for i, name in enumerate(header)}
         needed = ["id", *spec.text_columns]
-        has_label = spec.label_column in index
-        if require_label and not has_label:
+        # A test split's label is never used: a label column there must not make rows bad (and lose their ids).
+        has_label = require_label
+        if require_label:
             needed.append(spec.label_column)
         missing = [c for c in needed if c not in index]
         if missing:
@@ -334,6 +353,8 @@ class Cs224nBuilder(datasets.GeneratorBasedBuilder):
                 require_label=(split != "test"),
                 kept=kept,
             )
+            if split != "train":  # duplicate ids would make the prediction file ambiguous
+                check_unique_ids(path, [(line, example["id"]) for line, example in examples])
             if not examples:  # `datasets` would only say: Instruction "train" corresponds to no data!
                 if not total:
                     raise ValueError(f"{path}: no data rows, only a header line")

@@ -23,6 +23,10 @@ unlabeled and gets `label = None` (as the `test-student` files do in the builder
 validated as the builder does: bad rows are skipped with one warning naming the dataset, the count and the first row
 indices (0-based, in the input dataset); `strict=True` raises a `ValueError` instead.
 
+Ids: in a split named `validation*` or `test*` (`Dataset.split`) an id repeated among the rows kept raises a
+`ValueError` naming the dataset, both row indices and the id, in both modes (the predictions are written by id). A
+train split, or a dataset without a split name, may repeat ids. Without an id column the ids are row indices: unique.
+
 Nothing in here is exercised against the Hub in the tests (no network): `to_task_columns` is tested on in-memory
 datasets.
 """
@@ -33,7 +37,7 @@ from typing import Any
 import datasets
 from transformers.utils import logging
 
-from .cs224n_builder import format_bad_rows, normalize_sentence
+from .cs224n_builder import check_unique_ids, format_bad_rows, normalize_sentence
 from .tasks import get_task
 
 
@@ -105,6 +109,7 @@ def to_task_columns(
 
     out: dict[str, list] = {col: [] for col in features}
     bad: list[tuple[int, str]] = []
+    kept_ids: list[tuple[int, str]] = []
     for i in range(n):
         reasons = []
         ident = "" if ids[i] is None else str(ids[i]).strip()
@@ -131,10 +136,14 @@ def to_task_columns(
                 raise ValueError(f"{name}: row {i}: {reason}")
             bad.append((i, reason))
             continue
+        kept_ids.append((i, ident))
         out["id"].append(ident)
         for col in spec.text_columns:
             out[col].append(row_texts[col])
         out["label"].append(label)
+    # As for the dev/test files: a repeated id would make the prediction file ambiguous.
+    if str(dataset.split or "").startswith(("validation", "test")):
+        check_unique_ids(name, kept_ids, unit="row")
     if bad:
         logger.warning(format_bad_rows(name, bad, n, unit="row"))
     return datasets.Dataset.from_dict(out, features=features, split=dataset.split)

@@ -8,6 +8,7 @@
 """`MultitaskTrainer`: a `transformers.Trainer` that takes one backward per task and combines the task gradients."""
 
 import contextlib
+import errno
 import math
 import os
 import pickle
@@ -91,7 +92,8 @@ class MultitaskTrainer(Trainer):
             **kwargs,
         )
         self.tasks = self.model.config.task_names
-        self.run_info = dict(run_info or {})  # e.g. {"preset": "combined"}: stored with the run configuration
+        # e.g. {"preset": "combined", "data": {task: its source}}: stored with the run configuration
+        self.run_info = dict(run_info or {})
         if self.args.freeze_encoder:
             for parameter in self.model.shared_parameters():
                 parameter.requires_grad_(False)
@@ -409,7 +411,9 @@ class MultitaskTrainer(Trainer):
 
     def run_config(self) -> dict:
         """What identifies this run (see `trainer.checkpoints`): preset, tasks, model options, schedule, surgery."""
-        return build_run_config(self.model.config, self.args, preset=self.run_info.get("preset"))
+        return build_run_config(
+            self.model.config, self.args, preset=self.run_info.get("preset"), data=self.run_info.get("data")
+        )
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         """
@@ -473,11 +477,12 @@ class MultitaskTrainer(Trainer):
         # Older checkpoints are deleted only once this one is complete: a kill in between must leave one to resume.
         save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
-            super()._save_checkpoint(model, trial)
+            with self._writing(output_dir):
+                super()._save_checkpoint(model, trial)
+                if self.args.should_save and self.surgery.has_state:
+                    torch.save(self.surgery.state_dict(), os.path.join(output_dir, SURGERY_STATE_NAME))
         finally:
             self.args.save_total_limit = save_total_limit
-        if self.args.should_save and self.surgery.has_state:
-            torch.save(self.surgery.state_dict(), os.path.join(output_dir, SURGERY_STATE_NAME))
         if self.args.world_size > 1:
             self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         if self.args.should_save:
@@ -491,9 +496,40 @@ class MultitaskTrainer(Trainer):
         # that the remote code and `auto_map` are the model's.
         model, self.model = self.model, with_own_class(self.model)
         try:
-            super()._save(output_dir, state_dict)
+            with self._writing(output_dir or self.args.output_dir):
+                super()._save(output_dir, state_dict)
         finally:
             self.model = model
+
+    @contextlib.contextmanager
+    def _writing(self, path: str):
+        """
+        A save that fails for want of space says so, naming the folder: torch's own error for a full disk is
+        `[enforce fail at inline_container.cc:672] unexpected pos`, safetensors' an "I/O error".
+        """
+        try:
+            yield
+        except (RuntimeError, OSError, SafetensorError) as error:
+            text = str(error)
+            failed_write = (
+                (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+                or (isinstance(error, RuntimeError) and "unexpected pos" in text)
+                or (isinstance(error, SafetensorError) and "I/O error" in text)
+            )
+            if not failed_write:
+                raise
+            free = shutil.disk_usage(self.args.output_dir).free / 2**20
+            complete, _ = find_checkpoints(self.args.output_dir)
+            resume = (
+                f"The last complete checkpoint is {complete[-1]}: make room, then resume with "
+                "--resume_from_checkpoint true."
+                if complete
+                else "There is no complete checkpoint yet: make room, then start again (--overwrite_output_dir)."
+            )
+            raise OSError(
+                f"Writing {path} failed ({' '.join(text.split())[:200]}); its disk has {free:.0f} MiB free: no space "
+                f"left, or a file size limit? {resume}"
+            ) from error
 
     def _check_finite_weights(self, output_dir: str) -> None:
         finite = [torch.isfinite(local_tensor(p)).all() for p in self.model.parameters()]
@@ -578,8 +614,12 @@ class MultitaskTrainer(Trainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is None:
             return
+        # The learning rates this run asks for (per group: layer-wise decay gives each its own), before the
+        # checkpoint's optimizer and scheduler overwrite them.
+        requested = [group.get("initial_lr", group["lr"]) for group in self.optimizer.param_groups]
         with _naming_file(checkpoint, "optimizer or scheduler state (optimizer.pt, scheduler.pt)"):
             super()._load_optimizer_and_scheduler(checkpoint)
+        self._apply_requested_learning_rates(checkpoint, requested)
         if not self.surgery.has_state:
             return
         path = os.path.join(checkpoint, SURGERY_STATE_NAME)
@@ -589,6 +629,24 @@ class MultitaskTrainer(Trainer):
             )
         with _naming_file(path, "gradient-surgery state"):
             self.surgery.load_state_dict(torch.load(path, weights_only=True))
+
+    def _apply_requested_learning_rates(self, checkpoint: str, requested: list[float]) -> None:
+        """
+        A run resumed with another `--learning_rate` trains at it: the restored schedule carries on from its step
+        with the new peak rate (scaled, group by group), instead of the checkpoint's silently winning.
+        """
+        restored = list(self.lr_scheduler.base_lrs) if self.lr_scheduler is not None else []
+        if len(restored) != len(requested) or all(math.isclose(a, b) for a, b in zip(restored, requested)):
+            return
+        for index, (group, old, new) in enumerate(zip(self.optimizer.param_groups, restored, requested)):
+            group["lr"] = group["lr"] * new / old if old else new
+            group["initial_lr"] = new
+            self.lr_scheduler.base_lrs[index] = new
+        self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what the Trainer logs
+        logger.warning(
+            f"Resuming {checkpoint} with --learning_rate {max(requested):g} instead of its {max(restored):g}: the "
+            "schedule continues from the checkpoint's step at the new rate."
+        )
 
     def create_model_card(
         self, base_model: str | None = None, preset: str | None = None, data_source: str = "", **kwargs

@@ -7,6 +7,8 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """Prediction files in the CS224N course's submission format."""
 
+import os
+import shutil
 from pathlib import Path
 
 from .tasks import get_task
@@ -21,11 +23,32 @@ def write_predictions(path: Path, task: str, ids, predictions) -> Path:
         raise ValueError(f"{path}: {len(ids)} ids but {len(predictions)} predictions.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    # Written aside, then renamed: a kill leaves the old file or the new one, never a truncated one.
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w") as f:
         f.write(f"id \t {get_task(task).prediction_header} \n")
         for example_id, prediction in zip(ids, predictions):
             f.write(f"{example_id} , {prediction.item() if hasattr(prediction, 'item') else prediction} \n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
     return path
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """
+    Puts the complete folder `new` in the place of `old`, so that a folder of prediction files always comes from one
+    model: `old` is renamed aside first and deleted once `new` is in place. A kill in between leaves both folders,
+    under names that say which is which, and nothing mixed.
+    """
+    aside = old.with_name(f"{old.name}.replaced")
+    if aside.exists():
+        shutil.rmtree(aside)
+    if old.exists():
+        os.replace(old, aside)
+    os.replace(new, old)
+    if aside.exists():
+        shutil.rmtree(aside)
 
 
 def read_predictions(path: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+from transformers.trainer_utils import SaveStrategy
 
 from .sampling import SCHEDULES
 from .surgery import DEFAULT_GRADVAC_BETA, GRANULARITIES, SURGERIES
@@ -79,6 +80,7 @@ class MultitaskTrainingArguments(TrainingArguments):
             raise ValueError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}.")
         if not 0.0 <= self.gradvac_beta <= 1.0:
             raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
+        self._check_optimization_values()
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # nothing to pin for; the DataLoader would warn at every epoch
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
@@ -86,3 +88,28 @@ class MultitaskTrainingArguments(TrainingArguments):
             # silently train alone.
             self.use_cpu = True
         super().__post_init__()
+        if self.load_best_model_at_end and self.save_strategy == SaveStrategy.NO:
+            raise ValueError(
+                "--load_best_model_at_end needs checkpoints to choose from: set --save_strategy (and --eval_strategy) "
+                "to 'epoch' or 'steps', or drop it."
+            )
+
+    def _check_optimization_values(self):
+        """The values the Trainer would otherwise meet only once training starts, as a raw traceback or not at all."""
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be above 0; got {self.learning_rate}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1; got {getattr(self, name)}.")
+        # The Trainer reads 0 as "one step"; -1 (its default) lets --num_train_epochs decide.
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"--max_steps must be a number of optimizer steps above 0, or -1 (the default: --num_train_epochs "
+                f"decides); got {self.max_steps}."
+            )
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ValueError(f"--num_train_epochs must be above 0; got {self.num_train_epochs}.")
+        for name in ("weight_decay", "warmup_steps", "max_grad_norm", "annealing_alpha_end"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name} must be 0 or above; got {value}.")
