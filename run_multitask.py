@@ -49,9 +49,11 @@ from trainer.checkpoints import (
 )
 from trainer.cs224n_builder import data_file, load_cs224n
 from trainer.hub_tasks import load_hub_task, to_task_columns
+from trainer.loss_weighting import LOSS_WEIGHTING_STATE_NAME, LOSS_WEIGHTINGS
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
 from trainer.output_lock import LOCK_NAME, lock_output_dir
 from trainer.predictions import replace_folder, write_predictions
+from trainer.surgery import METHODS
 from trainer.tasks import PAPER_TASKS, TASKS, get_task
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
@@ -475,7 +477,8 @@ def check_run_against_model(
             f"--max_seq_length {data_args.max_seq_length}: {path} has {config.max_position_embeddings} position "
             "embeddings (max_position_embeddings); give at most that."
         )
-    if training_args.do_train and training_args.gradient_surgery != "none" and len(config.task_names) < 2:
+    surgery = METHODS[training_args.gradient_surgery]
+    if training_args.do_train and surgery.compares_tasks and len(config.task_names) < 2:
         raise ValueError(
             f"--gradient_surgery {training_args.gradient_surgery}: it combines the gradients of several tasks, and "
             f"this run has one ({config.task_names[0]!r}); use --gradient_surgery none or add --tasks."
@@ -530,8 +533,10 @@ def prepare_output_dir(
         raise ValueError("--overwrite_output_dir would delete what --resume_from_checkpoint resumes: give only one.")
     if resume is not None:
         checkpoint = last_complete_checkpoint(str(output_dir)) if resume.lower() in ("true", "last") else resume
-        required = (SURGERY_STATE_NAME,) if training_args.gradient_surgery != "none" else ()
-        check_checkpoint(checkpoint, run_config, required_files=required)
+        required = [SURGERY_STATE_NAME] if METHODS[training_args.gradient_surgery].has_state else []
+        if LOSS_WEIGHTINGS[training_args.loss_weighting].has_state:
+            required.append(LOSS_WEIGHTING_STATE_NAME)
+        check_checkpoint(checkpoint, run_config, required_files=tuple(required))
         return checkpoint, False
     if not output_dir.is_dir() or not [path for path in output_dir.iterdir() if path.name != LOCK_NAME]:
         return None, False

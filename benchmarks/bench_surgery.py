@@ -5,7 +5,7 @@
 # You may obtain a copy of the License at
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""Cost of gradient surgery: a full MultitaskTrainer step with PCGrad or GradVac against plain summation.
+"""Cost of gradient surgery: a full MultitaskTrainer step with every method (`SURGERIES`) against the plain sum.
 
 One process, one model (the packaged all-MiniLM-L6-v2, no PALs, linear STS head: the `gradvac` preset), one step's
 real batches (`--batch_size` rows of each task's training file, collated by the trainer's own collator). Each step is
@@ -37,12 +37,13 @@ from modeling_bert_pals import BertPalsForMultitask
 from trainer.cs224n_builder import load_cs224n
 from trainer.multitask_trainer import MultitaskTrainer
 from trainer.sampling import MultitaskBatchSampler
+from trainer.surgery import SURGERIES
 from trainer.surgery.rows import combine, gramians, group_slices
 from trainer.tokenization import tokenize_task
 from trainer.training_args import MultitaskTrainingArguments
 
 
-MODES = ("none", "pcgrad", "gradvac", "torchjd-gradvac")
+MODES = (*SURGERIES, "torchjd-gradvac")
 
 
 def load_step(args):
@@ -221,7 +222,7 @@ def main():
             synchronize(device)
             times[mode].append(time.perf_counter() - start)
 
-    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in ("pcgrad", "gradvac")}
+    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in SURGERIES if mode != "none"}
     base = statistics.median(times["none"])
     print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'peak memory':>12}")
     for mode in MODES:

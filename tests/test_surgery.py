@@ -369,9 +369,9 @@ def test_sharded_columns_give_the_unsharded_result(cls):
 
 
 def test_flags_and_repr():
-    assert (Sum.needs_task_rows, Sum.has_state) == (False, False)
+    assert (Sum.compares_tasks, Sum.has_state) == (False, False)
     for cls in (PCGrad, GradVac):
-        assert (cls.needs_task_rows, cls.has_state) == (True, True)
+        assert (cls.compares_tasks, cls.has_state) == (True, True)
     assert repr(GradVac(3, beta=0.01)) == "GradVac(num_tasks=3, beta=0.01, eps=1e-08, groups=1)"
     assert repr(build_surgery("pcgrad", 2, GROUPS, eps=1e-6)) == "PCGrad(num_tasks=2, eps=1e-06, groups=3)"
     assert repr(build_surgery("none", 3)) == "Sum(num_tasks=3, eps=1e-08, groups=1)"

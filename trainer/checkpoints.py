@@ -33,6 +33,12 @@ TRAINING_KEYS = (
     "gradient_surgery",
     "surgery_granularity",
     "gradvac_beta",
+    "surgery_hyperparameters",
+    "gradient_scaling",
+    "per_task_max_grad_norm",
+    "loss_weighting",
+    "task_weights",
+    "dwa_temperature",
     "surgery_eps",
     "freeze_encoder",
     # The seed orders the batches (and GradVac's task order): another seed would continue another run's data order.

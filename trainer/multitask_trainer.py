@@ -38,11 +38,13 @@ from .checkpoints import (
 )
 from .data_collator import MultitaskCollator
 from .fsdp import enable_fsdp_on_cpu, like_parameter, local_tensor, requested_fsdp_plugin, with_own_class
+from .loss_weighting import LOSS_WEIGHTING_STATE_NAME, build_loss_weighting
 from .metrics import load_task_metric
 from .model_card import build_model_card, describe_hardware
 from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
 from .surgery import SparseRows, build_surgery, parameter_groups
+from .surgery.scaling import GradientScaling
 
 
 logger = logging.get_logger(__name__)
@@ -103,6 +105,11 @@ class MultitaskTrainer(Trainer):
         self._shared_parameters = [p for _, p in named_shared]
         self._task_parameters = [p for task in self.tasks for p in self.model.task_parameters(task)]
         self.surgery = self._build_surgery(named_shared)
+        self.loss_weighting = build_loss_weighting(
+            self.args.loss_weighting, self.tasks, self.args.task_weight_values, self.args.dwa_temperature,
+            device=self.args.device,
+        )  # fmt: skip
+        self._loss_weighting_epoch = None
         # Sparse embedding gradients are not sharded by FSDP: under FSDP the word embeddings keep dense gradients.
         self._word_embeddings = None if self.is_fsdp_enabled else self._sparse_word_embeddings()
         self._fsdp_gather_once = self.is_fsdp_enabled and not self.accelerator.state.fsdp_plugin.reshard_after_forward
@@ -129,14 +136,31 @@ class MultitaskTrainer(Trainer):
             self.args.gradient_surgery,
             num_tasks=len(self.tasks),
             group_sizes=parameter_groups(named_shared, self.args.surgery_granularity) if named_shared else None,
-            beta=self.args.gradvac_beta,
             eps=self.args.surgery_eps,
             generator=generator,
             task_names=self.tasks,
+            scaling=GradientScaling(self.args.gradient_scaling, self.args.per_task_max_grad_norm),
+            **self.args.surgery_hyperparameters,
         )
 
+    def _stateful_parts(self) -> list[tuple[str, object, str]]:
+        """What a checkpoint holds beside the Trainer's own files: `(file name, object, what it is)`."""
+        parts = [(SURGERY_STATE_NAME, self.surgery, "gradient-surgery state")]
+        parts.append((LOSS_WEIGHTING_STATE_NAME, self.loss_weighting, "loss-weighting state"))
+        return [(name, part, what) for name, part, what in parts if part.has_state]
+
     def create_optimizer(self, model=None):
-        """The Trainer's optimizer, with layer-wise learning rates when `--layerwise_lr_decay` is below 1."""
+        """
+        The Trainer's optimizer, with layer-wise learning rates when `--layerwise_lr_decay` is below 1, and the loss
+        weighting's own parameters (uncertainty weighting's log-variances) in a group of their own, without decay.
+        """
+        created = self.optimizer is None
+        optimizer = self._create_model_optimizer(model)
+        if created and self.loss_weighting.parameters():
+            optimizer.add_param_group({"params": self.loss_weighting.parameters(), "weight_decay": 0.0})
+        return optimizer
+
+    def _create_model_optimizer(self, model=None):
         if self.args.layerwise_lr_decay == 1.0 or self.optimizer is not None:
             return super().create_optimizer(model)
         model = self.model if model is None else model
@@ -285,6 +309,8 @@ class MultitaskTrainer(Trainer):
             self._allocate_gradient_buffers()
         if not self._window_tasks:  # first micro-batch of an accumulation window
             self._zero_task_grads()
+            for parameter in self.loss_weighting.parameters():  # not the model's: the Trainer does not zero them
+                parameter.grad = None
             self._window_loss = torch.zeros((), device=self.args.device)
 
         step_loss = torch.zeros((), device=self.args.device)
@@ -299,6 +325,10 @@ class MultitaskTrainer(Trainer):
         else:
             # Gradients are averaged over processes once per window, after surgery, by `_combine_gradients`.
             sync = self.accelerator.no_sync(model)
+        epoch = int(self.state.epoch or 0)
+        if epoch != self._loss_weighting_epoch:  # DWA's weights change once per epoch
+            self.loss_weighting.start_epoch(epoch, self._sum_over_processes)
+            self._loss_weighting_epoch = epoch
         with sync:
             for task, batch in inputs.items():
                 index = self.tasks.index(task)
@@ -312,8 +342,10 @@ class MultitaskTrainer(Trainer):
                     parameter.grad = view
                 with self.compute_loss_context_manager():
                     loss = model(**batch).loss
-                self.accelerator.backward(loss / self.current_gradient_accumulation_steps)
+                weighted = self.loss_weighting.weighted(index, loss)
+                self.accelerator.backward(weighted / self.current_gradient_accumulation_steps)
                 loss = loss.detach()
+                self.loss_weighting.observe(index, loss)
                 step_loss += loss
                 self._task_loss_sum[index] += loss
                 self._task_loss_count[index] += 1
@@ -378,16 +410,25 @@ class MultitaskTrainer(Trainer):
                     module.reshard()
         if all_reduce_rows:  # FSDP's reduce-scatter averaged them already
             self._average_task_parameter_gradients(world_size)
+        if world_size > 1:  # the loss weighting's parameters are the trainer's, outside DDP and FSDP
+            self._average_gradients([p.grad for p in self.loss_weighting.parameters() if p.grad is not None])
         self._window_tasks = set()
 
     def _average_task_parameter_gradients(self, world_size: int):
         # Every process ran the same tasks (the sampler plans steps globally), so the same parameters have gradients.
-        grads = [p.grad for p in self._task_parameters if p.grad is not None]
+        self._average_gradients([p.grad for p in self._task_parameters if p.grad is not None])
+
+    def _sum_over_processes(self, values: torch.Tensor) -> None:
+        """Sums a host tensor over processes, in place (through the device, for NCCL)."""
+        if self.accelerator.num_processes > 1:
+            values.copy_(self.accelerator.reduce(values.to(self.args.device), reduction="sum").cpu())
+
+    def _average_gradients(self, grads: list[torch.Tensor]) -> None:
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
-        flat /= world_size
+        flat /= self.accelerator.num_processes
         offset = 0
         for grad in grads:
             grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
@@ -405,6 +446,8 @@ class MultitaskTrainer(Trainer):
             self._task_loss_sum.zero_()
             self._task_loss_count.zero_()
             logs.update(self.surgery.pop_stats())
+            if self.args.loss_weighting != "static" or self.args.task_weights:
+                logs.update({f"loss_weight/{task}": w for task, w in self.loss_weighting.current_weights().items()})
         super().log(logs, start_time)
 
     # ---- Runs and checkpoints: a checkpoint is complete or ignored, and is resumed only by its own run ----
@@ -463,7 +506,7 @@ class MultitaskTrainer(Trainer):
         Raises a `ValueError` that says what is wrong unless `checkpoint` is complete (every file it listed when its
         save finished is there, in full) and its run configuration is this run's, gradient-surgery state included.
         """
-        required = (SURGERY_STATE_NAME,) if self.surgery.has_state else ()
+        required = tuple(name for name, _, _ in self._stateful_parts())
         check_checkpoint(checkpoint, self.run_config(), required_files=required)
 
     def _save_checkpoint(self, model, trial):
@@ -479,8 +522,8 @@ class MultitaskTrainer(Trainer):
         try:
             with self._writing(output_dir):
                 super()._save_checkpoint(model, trial)
-                if self.args.should_save and self.surgery.has_state:
-                    torch.save(self.surgery.state_dict(), os.path.join(output_dir, SURGERY_STATE_NAME))
+                for name, part, _ in self._stateful_parts() if self.args.should_save else ():
+                    torch.save(part.state_dict(), os.path.join(output_dir, name))
         finally:
             self.args.save_total_limit = save_total_limit
         if self.args.world_size > 1:
@@ -620,15 +663,12 @@ class MultitaskTrainer(Trainer):
         with _naming_file(checkpoint, "optimizer or scheduler state (optimizer.pt, scheduler.pt)"):
             super()._load_optimizer_and_scheduler(checkpoint)
         self._apply_requested_learning_rates(checkpoint, requested)
-        if not self.surgery.has_state:
-            return
-        path = os.path.join(checkpoint, SURGERY_STATE_NAME)
-        if not os.path.isfile(path):  # `check_checkpoint` catches this first on the `train` path
-            raise FileNotFoundError(
-                f"{path} is missing: a {self.args.gradient_surgery} run resumes with the surgery state it saved."
-            )
-        with _naming_file(path, "gradient-surgery state"):
-            self.surgery.load_state_dict(torch.load(path, weights_only=True))
+        for name, part, what in self._stateful_parts():
+            path = os.path.join(checkpoint, name)
+            if not os.path.isfile(path):  # `check_checkpoint` catches this first on the `train` path
+                raise FileNotFoundError(f"{path} is missing: this run resumes with the {what} it saved.")
+            with _naming_file(path, what):
+                part.load_state_dict(torch.load(path, weights_only=True))
 
     def _apply_requested_learning_rates(self, checkpoint: str, requested: list[float]) -> None:
         """

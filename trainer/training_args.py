@@ -14,8 +14,10 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
+from .loss_weighting import LOSS_WEIGHTINGS
 from .sampling import SCHEDULES
-from .surgery import DEFAULT_GRADVAC_BETA, GRANULARITIES, SURGERIES
+from .surgery import DEFAULT_GRADVAC_BETA, GRANULARITIES, METHODS, SURGERIES
+from .surgery.scaling import SCALINGS
 
 
 @dataclass
@@ -39,11 +41,46 @@ class MultitaskTrainingArguments(TrainingArguments):
         default="model",
         metadata={"help": f"Parameter groups gradient surgery compares gradients on: one of {GRANULARITIES}."},
     )
+    surgery_args: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Hyper-parameters of the --gradient_surgery method, as name=value items (e.g. `c=0.5` for "
+            "cagrad); each method declares its own, with defaults (trainer/surgery/<method>.py)."
+        },
+    )
     gradvac_beta: float = field(
         default=DEFAULT_GRADVAC_BETA,
-        metadata={"help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper; 0.5 in LibMTL, torchjd)."},
+        metadata={
+            "help": "EMA rate of GradVac's cosine targets (0.01 in the GradVac paper; 0.5 in LibMTL, torchjd): the "
+            "`beta` of any method that declares one, as --surgery_args beta=..."
+        },
     )
     surgery_eps: float = field(default=1e-8, metadata={"help": "Added to every denominator of gradient surgery."})
+    gradient_scaling: str = field(
+        default="none",
+        metadata={
+            "help": f"Each task's gradient row scaled before the surgery combines them: one of {SCALINGS} (`unit`: "
+            "norm 1; `mean`: the mean norm; `clip`: clipped to --per_task_max_grad_norm)."
+        },
+    )
+    per_task_max_grad_norm: float = field(
+        default=1.0,
+        metadata={"help": "`--gradient_scaling clip`: the norm each task's gradient is clipped to (then consider "
+                  "--max_grad_norm 0, which stops clipping their sum)."},
+    )  # fmt: skip
+    loss_weighting: str = field(
+        default="static",
+        metadata={
+            "help": f"Task loss weights: one of {list(LOSS_WEIGHTINGS)} (`static`: --task_weights; `uncertainty`: "
+            "learned log-variances, Kendall et al. 2018; `dwa`: Dynamic Weight Average, Liu et al. 2019)."
+        },
+    )
+    task_weights: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Static loss weights as task=weight items, e.g. sst=1 para=2 sts=0.5 (1 for a task not "
+                  "named); with `uncertainty` or `dwa`, a factor on top."},
+    )  # fmt: skip
+    dwa_temperature: float = field(default=2.0, metadata={"help": "`--loss_weighting dwa`: the temperature T."})
     layerwise_lr_decay: float = field(
         default=1.0,
         metadata={
@@ -73,6 +110,8 @@ class MultitaskTrainingArguments(TrainingArguments):
             ("task_schedule", self.task_schedule, SCHEDULES),
             ("gradient_surgery", self.gradient_surgery, SURGERIES),
             ("surgery_granularity", self.surgery_granularity, GRANULARITIES),
+            ("gradient_scaling", self.gradient_scaling, SCALINGS),
+            ("loss_weighting", self.loss_weighting, tuple(LOSS_WEIGHTINGS)),
         ):
             if value not in allowed:
                 raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
@@ -80,6 +119,11 @@ class MultitaskTrainingArguments(TrainingArguments):
             raise ValueError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}.")
         if not 0.0 <= self.gradvac_beta <= 1.0:
             raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
+        self.surgery_hyperparameters = self._resolve_surgery_hyperparameters()
+        self.task_weight_values = self._parse_task_weights()
+        for name in ("per_task_max_grad_norm", "dwa_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be above 0; got {getattr(self, name)}.")
         self._check_optimization_values()
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # nothing to pin for; the DataLoader would warn at every epoch
@@ -93,6 +137,32 @@ class MultitaskTrainingArguments(TrainingArguments):
                 "--load_best_model_at_end needs checkpoints to choose from: set --save_strategy (and --eval_strategy) "
                 "to 'epoch' or 'steps', or drop it."
             )
+
+    def _resolve_surgery_hyperparameters(self) -> dict:
+        """The method's hyper-parameters: from `--surgery_args`, else `--gradvac_beta` (a beta), else defaults."""
+        method = METHODS[self.gradient_surgery]
+        given = {"beta": self.gradvac_beta} if "beta" in method.hyperparameters else {}
+        for item in self.surgery_args:
+            name, equals, value = item.partition("=")
+            if not equals or not name:
+                raise ValueError(f"--surgery_args {item!r}: expected name=value, e.g. c=0.5.")
+            given[name] = value
+        try:
+            return method.resolve_hyperparameters(given)
+        except ValueError as error:
+            raise ValueError(f"--gradient_surgery {error}") from None
+
+    def _parse_task_weights(self) -> dict[str, float]:
+        weights = {}
+        for item in self.task_weights:
+            task, equals, value = item.partition("=")
+            try:
+                weights[task] = float(value) if equals and task else None
+            except ValueError:
+                weights[task] = None
+            if weights[task] is None or not weights[task] >= 0:
+                raise ValueError(f"--task_weights {item!r}: expected task=weight with a weight of 0 or above.")
+        return weights
 
     def _check_optimization_values(self):
         """The values the Trainer would otherwise meet only once training starts, as a raw traceback or not at all."""

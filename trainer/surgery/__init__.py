@@ -17,21 +17,35 @@ returns one combined `[P]` gradient. The package follows torchjd's `aggregation/
 - `groups.py`: [`parameter_groups`]; `build.py`: [`build_surgery`].
 """
 
-from .base import GradientSurgery
-from .build import SURGERIES, build_surgery
+import importlib
+import pkgutil
+
+from .base import METHODS, GradientSurgery, Hyperparameter
+from .build import build_surgery
 from .gradvac import DEFAULT_GRADVAC_BETA, GradVac
 from .groups import GRANULARITIES, parameter_groups
 from .pcgrad import PCGrad
 from .rows import SparseRows
 from .sum import Sum
+from .weighting import GramianWeighting
 
+
+# Every module of the package is imported, so that each method file registers its class: adding a method is one file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+# The command-line names, `none` first.
+SURGERIES = tuple(sorted(METHODS, key=lambda name: (name != "none", name)))
 
 __all__ = [
     "DEFAULT_GRADVAC_BETA",
     "GRANULARITIES",
+    "METHODS",
     "SURGERIES",
     "GradVac",
     "GradientSurgery",
+    "GramianWeighting",
+    "Hyperparameter",
     "PCGrad",
     "SparseRows",
     "Sum",

@@ -11,10 +11,43 @@ weights, one pair of tasks at a time, and keeps the state (random order, statist
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .rows import SparseRows, combine, combine_rows, gramians, group_slices
+from .scaling import GradientScaling
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """
+    A hyper-parameter a method declares: its default, its help, and the rule a value must follow (`check`, and
+    `rule` saying it in words, for the error). The CLI (`--surgery_args name=value`), the run configuration a resume
+    compares and the model card read these declarations.
+    """
+
+    default: Any
+    help: str
+    check: Callable[[Any], bool] = lambda value: True
+    rule: str = ""
+
+    def parse(self, method: str, name: str, value: Any) -> Any:
+        """`value` (a command-line string, or a number) as the default's type, checked."""
+        try:
+            value = type(self.default)(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{method} {name}={value!r}: expected a {type(self.default).__name__} ({self.help})."
+            ) from None
+        if not self.check(value):
+            raise ValueError(f"{method} {name}={value!r}: must be {self.rule} ({self.help}).")
+        return value
+
+
+# Every method class with a `name`, by that name: defining the class (one file in this package) registers it.
+METHODS: dict[str, type["GradientSurgery"]] = {}
 
 
 class GradientSurgery:
@@ -43,8 +76,12 @@ class GradientSurgery:
     diagonal, so float32 gradients whose squared norm overflows (entries above ~1e19) are treated the same way.
     """
 
-    # The trainer keeps one gradient row per task only for methods that compare tasks; a plain sum needs one row.
-    needs_task_rows = True
+    # The method's command-line name (`--gradient_surgery NAME`); a class with one is registered in `METHODS`.
+    name: str | None = None
+    # The method's own hyper-parameters, by name; each instance has them as attributes.
+    hyperparameters: dict[str, Hyperparameter] = {}
+    # Whether the method compares the tasks' gradients (pointless with one task); a plain sum does not.
+    compares_tasks = True
     # Whether `state_dict` holds anything a resumed run needs (saved in every checkpoint).
     has_state = True
 
@@ -55,7 +92,11 @@ class GradientSurgery:
         eps: float = 1e-8,
         generator: torch.Generator | None = None,
         task_names: list[str] | None = None,
+        scaling: GradientScaling | None = None,
+        **hyperparameters,
     ) -> None:
+        for key, value in self.resolve_hyperparameters(hyperparameters).items():
+            setattr(self, key, value)
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be at least 1, got {num_tasks}.")
         if group_sizes is not None:
@@ -74,9 +115,39 @@ class GradientSurgery:
         self.eps = eps
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.task_names = list(task_names)
+        # Task rows scaled before the method combines them (normalised, clipped per task); None scales nothing.
+        self.scaling = scaling if scaling is not None and scaling.mode != "none" else None
         # Running total of adjustments per ordered pair (i adjusted against j), summed over groups; checkpointed.
         self.total_adjustments = torch.zeros(num_tasks, num_tasks, dtype=torch.int64)
         self._reset_window()
+
+    @classmethod
+    def resolve_hyperparameters(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """
+        Every declared hyper-parameter, from `values` (command-line strings or numbers) or its default, checked: a
+        `ValueError` names an unknown one, or a value outside its rule.
+        """
+        method = cls.name or cls.__name__
+        unknown = sorted(set(values) - set(cls.hyperparameters))
+        if unknown:
+            declared = ", ".join(cls.hyperparameters) or "none"
+            raise ValueError(f"{method}: unknown hyper-parameter {unknown[0]!r} (it has: {declared}).")
+        return {
+            key: declared.parse(method, key, values.get(key, declared.default))
+            for key, declared in cls.hyperparameters.items()
+        }
+
+    @property
+    def needs_task_rows(self) -> bool:
+        """The trainer keeps one gradient row per task for a method that compares them or scales them."""
+        return self.compares_tasks or self.scaling is not None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.name is not None:
+            if cls.name in METHODS:
+                raise ValueError(f"Two gradient-surgery methods are named {cls.name!r}.")
+            METHODS[cls.name] = cls
 
     def __repr__(self) -> str:
         fields = {"num_tasks": self.num_tasks, **self._hyperparameters(), "eps": self.eps, "groups": self.num_groups}
@@ -111,12 +182,21 @@ class GradientSurgery:
         gramian = gramians(grads, slices, sparse, gathered)
         if all_reduce is not None:
             all_reduce(gramian)
-        weights = self.weights(gramian.cpu())  # one device -> host transfer per step
+        gramian, scales = self._scaled(gramian.cpu())  # one device -> host transfer per step
+        weights = self.weights(gramian)
         if out is None:
             out = torch.zeros(grads.shape[1], dtype=grads.dtype, device=grads.device)
         if weights is None:
             return torch.sum(grads, 0, out=out)
-        return combine(grads, weights.sum(1), slices, sparse, out, gathered)
+        coefficients = weights.sum(1) if scales is None else weights.sum(1) * scales
+        return combine(grads, coefficients, slices, sparse, out, gathered)
+
+    def _scaled(self, gramian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Gramians of the rows as `scaling` scales them, and the scales (None: none, or a non-finite step)."""
+        if self.scaling is None or not torch.isfinite(gramian).all():
+            return gramian, None
+        scales = self.scaling.scales(gramian)
+        return GradientScaling.scale(gramian, scales), scales
 
     def weights(self, gramian: torch.Tensor) -> torch.Tensor | None:
         """
@@ -146,10 +226,11 @@ class GradientSurgery:
         """
         self._check(grads)
         slices = group_slices(self.group_sizes, grads.shape[1])
-        weights = self.weights(gramians(grads, slices).cpu())
+        gramian, scales = self._scaled(gramians(grads, slices).cpu())
+        weights = self.weights(gramian)
         if weights is None:
             return grads.clone()
-        return combine_rows(grads, weights, slices)
+        return combine_rows(grads, weights if scales is None else weights * scales.view(1, 1, -1), slices)
 
     def state_dict(self) -> dict:
         """Generator state and adjustment totals (plain tensors and ints: safe for `torch.load(weights_only=True)`)."""
@@ -194,8 +275,8 @@ class GradientSurgery:
     # Procedure
 
     def _hyperparameters(self) -> dict:
-        """The method's own hyper-parameters, for `repr`."""
-        return {}
+        """The method's own hyper-parameters and their values."""
+        return {key: getattr(self, key) for key in self.hyperparameters}
 
     def _pair_step(
         self, i: int, j: int, dot: torch.Tensor, cosine: torch.Tensor, norm_i: torch.Tensor, norm_j: torch.Tensor

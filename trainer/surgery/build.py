@@ -9,30 +9,27 @@
 
 import torch
 
-from .base import GradientSurgery
-from .gradvac import DEFAULT_GRADVAC_BETA, GradVac
-from .pcgrad import PCGrad
-from .sum import Sum
-
-
-SURGERIES = ("none", "pcgrad", "gradvac")
+from .base import METHODS, GradientSurgery
+from .scaling import GradientScaling
 
 
 def build_surgery(
     name: str,
     num_tasks: int,
     group_sizes: list[int] | None = None,
-    beta: float = DEFAULT_GRADVAC_BETA,
     eps: float = 1e-8,
     generator: torch.Generator | None = None,
     task_names: list[str] | None = None,
+    scaling: GradientScaling | None = None,
+    **hyperparameters,
 ) -> GradientSurgery:
-    """Builds the surgery called `name`: `"none"` ([`Sum`]), `"pcgrad"` ([`PCGrad`]) or `"gradvac"` ([`GradVac`])."""
-    kwargs = {"group_sizes": group_sizes, "eps": eps, "generator": generator, "task_names": task_names}
-    if name == "none":
-        return Sum(num_tasks, **kwargs)
-    if name == "pcgrad":
-        return PCGrad(num_tasks, **kwargs)
-    if name == "gradvac":
-        return GradVac(num_tasks, beta=beta, **kwargs)
-    raise ValueError(f"Unknown surgery {name!r}; expected one of {SURGERIES}.")
+    """
+    Builds the method called `name` (one of `METHODS`: `"none"`, `"pcgrad"`, `"gradvac"`, ...) with its declared
+    hyper-parameters (`beta=0.5` for GradVac; unknown names and values outside a method's rule are errors), after
+    the task rows are scaled by `scaling` ([`GradientScaling`]; None scales nothing).
+    """
+    if name not in METHODS:
+        raise ValueError(f"Unknown surgery {name!r}; expected one of {tuple(METHODS)}.")
+    return METHODS[name](
+        num_tasks, group_sizes, eps=eps, generator=generator, task_names=task_names, scaling=scaling, **hyperparameters
+    )

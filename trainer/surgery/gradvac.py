@@ -9,7 +9,7 @@
 
 import torch
 
-from .base import GradientSurgery
+from .base import GradientSurgery, Hyperparameter
 
 
 # The EMA rate of the targets in the GradVac paper (LibMTL and torchjd default to 0.5); the CLI's default too.
@@ -31,24 +31,20 @@ class GradVac(GradientSurgery):
         Other arguments: see [`GradientSurgery`].
     """
 
-    def __init__(
-        self,
-        num_tasks: int,
-        group_sizes: list[int] | None = None,
-        eps: float = 1e-8,
-        generator: torch.Generator | None = None,
-        task_names: list[str] | None = None,
-        beta: float = DEFAULT_GRADVAC_BETA,
-    ) -> None:
-        super().__init__(num_tasks, group_sizes, eps=eps, generator=generator, task_names=task_names)
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}.")
-        self.beta = beta
+    name = "gradvac"
+    hyperparameters = {
+        "beta": Hyperparameter(
+            DEFAULT_GRADVAC_BETA,
+            "EMA rate of the cosine targets; 0.01 in the GradVac paper, 0.5 in LibMTL and torchjd",
+            check=lambda beta: 0.0 <= beta <= 1.0,
+            rule="in [0, 1]",
+        )
+    }
+
+    def __init__(self, num_tasks: int, group_sizes: list[int] | None = None, **kwargs) -> None:
+        super().__init__(num_tasks, group_sizes, **kwargs)
         # Targets per ordered pair and group, kept in float64 on the host.
         self.phi_hat = torch.zeros(num_tasks, num_tasks, self.num_groups, dtype=torch.float64)
-
-    def _hyperparameters(self) -> dict:
-        return {"beta": self.beta}
 
     def _weights(self, gramian, orders):
         # Each pair is visited once per step and compares against the target from before the step.

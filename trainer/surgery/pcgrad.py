@@ -16,5 +16,7 @@ class PCGrad(GradientSurgery):
     `g_i' -= (g_i'.g_j / (||g_j||^2 + eps)) g_j`. Arguments: see [`GradientSurgery`].
     """
 
+    name = "pcgrad"
+
     def _pair_step(self, i, j, dot, cosine, norm_i, norm_j):
         return dot < 0, -dot / (norm_j * norm_j + self.eps)

@@ -16,12 +16,16 @@ from .rows import SparseRows
 class Sum(GradientSurgery):
     """No surgery: the plain sum of the task gradients. Draws nothing, records no statistics and has no state."""
 
-    needs_task_rows = False
+    name = "none"
+
+    compares_tasks = False
     has_state = False
 
     def __call__(
         self, grads: torch.Tensor, sparse: SparseRows | None = None, out: torch.Tensor | None = None, all_reduce=None
     ) -> torch.Tensor:
+        if self.scaling is not None:  # the sum of the scaled rows
+            return super().__call__(grads, sparse, out, all_reduce)
         self._check(grads)
         return torch.sum(grads, 0, out=out)
 
@@ -29,5 +33,7 @@ class Sum(GradientSurgery):
         return torch.eye(self.num_tasks, dtype=torch.float64).repeat(gramian.shape[0], 1, 1)
 
     def adjusted(self, grads: torch.Tensor) -> torch.Tensor:
+        if self.scaling is not None:
+            return super().adjusted(grads)
         self._check(grads)
         return grads.clone()

@@ -1,0 +1,78 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+Every gradient-surgery method (and scalings and loss weights composed with them) is exact on several processes: 2
+processes with DDP, and 2 with FSDP2, each with batch 2 per task and process, against one process with batch 4 on the
+union, with PALs, the cosine head and gradient accumulation 2 over 3 optimizer steps. One launch trains every
+configuration (tests/train_every_method.py), so the three launches serve every method.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+from test_fsdp import ENV, REPO, fsdp_args, largest_differences, tiny_args
+from train_every_method import CONFIGURATIONS
+from transformers import BertModel
+
+
+COMMON = ["--max_steps", "3", "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
+          "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5", "--logging_steps",
+          "1"]  # fmt: skip
+# The script imports this checkout's code, also when another copy of the package is installed.
+SCRIPT_ENV = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO), ENV.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+def launch(root, checkpoint, data_dir, processes, *extra):
+    command = [sys.executable, "tests/train_every_method.py", str(root), *tiny_args(checkpoint, data_dir, root),
+               *COMMON, *extra]  # fmt: skip
+    if processes > 1:
+        command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    result = subprocess.run(command, cwd=REPO, env=SCRIPT_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_checkpoint, data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("every_method")
+    return {
+        "one": launch(root / "one", tiny_checkpoint, data_dir, 1, "--per_device_train_batch_size", "4"),
+        "ddp": launch(root / "ddp", tiny_checkpoint, data_dir, 2, "--per_device_train_batch_size", "2"),
+        "fsdp": launch(root / "fsdp", tiny_checkpoint, data_dir, 2, "--per_device_train_batch_size", "2",
+                       *fsdp_args()),
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+@pytest.mark.parametrize("configuration", list(CONFIGURATIONS))
+def test_two_processes_equal_one_process_on_the_union(runs, tiny_checkpoint, configuration, sharding):
+    one, two = runs["one"] / configuration, runs[sharding] / configuration
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    initial = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
+    update, difference = largest_differences(a, b, initial)
+    print(f"{configuration} ({sharding}): largest update {update:.2e}, largest difference {difference:.2e}")
+    # The tolerance of the DDP and FSDP tests: the processes sum in another order (~1e-7), which the methods'
+    # divisions by small norms magnify to ~1e-6; a real divergence is of the size of the update.
+    assert update > 1e-3
+    assert difference < 1e-5 and difference < 1e-2 * update
+    # The loss weights each run logged at its last step (the learned log-variances of uncertainty weighting).
+    logged = [last_logged(run, "loss_weight/") for run in (one, two)]
+    assert logged[0].keys() == logged[1].keys()
+    assert all(abs(logged[0][key] - logged[1][key]) < 1e-6 for key in logged[0]), logged
+
+
+def last_logged(run, prefix: str) -> dict[str, float]:
+    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    entries = [entry for entry in history if "loss" in entry]
+    return {key: value for key, value in entries[-1].items() if key.startswith(prefix)}

@@ -1,0 +1,38 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+Trains every configuration of `CONFIGURATIONS` in turn, in one process or one process group (`torchrun`), each into
+`<root>/<name>`: `python tests/train_every_method.py ROOT ARGS...`. One launch serves every method, so that
+test_methods_on_processes.py compares N processes against one on the union batch for each of them at the cost of
+a few launches.
+"""
+
+import sys
+
+import run_multitask
+from trainer.surgery import SURGERIES
+
+
+# Every method alone, then the scalings and learned loss weights composed with one.
+CONFIGURATIONS = {
+    **{method: ["--gradient_surgery", method] for method in SURGERIES},
+    "upgrad+unit": ["--gradient_surgery", "upgrad", "--gradient_scaling", "unit"],
+    "none+clip": ["--gradient_surgery", "none", "--gradient_scaling", "clip", "--per_task_max_grad_norm", "0.5"],
+    "pcgrad+uncertainty": ["--gradient_surgery", "pcgrad", "--loss_weighting", "uncertainty"],
+    "mgda+weights": ["--gradient_surgery", "mgda", "--task_weights", "sst=2", "sts=0.5"],
+}
+
+
+def main(argv: list[str]) -> None:
+    root, common = argv[0], argv[1:]
+    for name, flags in CONFIGURATIONS.items():
+        run_multitask.main([*common, *flags, "--output_dir", f"{root}/{name}"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

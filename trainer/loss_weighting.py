@@ -1,0 +1,180 @@
+# Copyright 2026 The bert-pals-multitask authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""
+Task loss weights (`--loss_weighting`, `--task_weights`): how much of each task's loss is back-propagated. They act
+on the losses, before any gradient surgery, so they combine with every method of `trainer/surgery/`.
+
+- `static`: fixed weights, `--task_weights sst=1 para=2 sts=0.5` (1 for a task not named).
+- `uncertainty` (Kendall, Gal & Cipolla 2018, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
+  Geometry and Semantics"): a learned log-variance `s_i` per task, `L = sum_i exp(-s_i) L_i / 2 + s_i / 2` (as in
+  LibMTL). The `s_i` are trainable parameters of the optimizer (not of the model, and not in any surgery), saved in
+  every checkpoint and restored on resume.
+- `dwa` (Liu, Johns & Davison 2019, "End-to-End Multi-Task Learning with Attention", Dynamic Weight Average): from
+  the third epoch, `w_i = K exp(r_i / T) / sum_j exp(r_j / T)` with `r_i = L_i(e - 1) / L_i(e - 2)` the ratio of the
+  task's mean training losses over the two previous epochs (1 before); a task whose loss falls slowly gets more.
+  The epoch means (over all processes) are saved in every checkpoint.
+"""
+
+import torch
+
+
+LOSS_WEIGHTING_STATE_NAME = "loss_weighting.pt"
+
+
+class LossWeighting:
+    """
+    Static weights (the base class): `weighted(index, loss)` is the loss to back-propagate for task `index`.
+
+    Args:
+        tasks: The task names, in the trainer's order.
+        weights: `{task: weight}`; a task not named gets 1.
+    """
+
+    # Whether `state_dict` holds what a resumed run needs (saved as `LOSS_WEIGHTING_STATE_NAME`).
+    has_state = False
+
+    def __init__(self, tasks: list[str], weights: dict[str, float] | None = None) -> None:
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(tasks))
+        if unknown:
+            raise ValueError(f"--task_weights: {unknown[0]!r} is not one of the tasks {tasks}.")
+        for task, weight in weights.items():
+            if not weight >= 0:
+                raise ValueError(f"--task_weights {task}={weight}: a weight must be 0 or above.")
+        self.tasks = list(tasks)
+        self.weights = torch.tensor([float(weights.get(task, 1.0)) for task in tasks], dtype=torch.float64)
+
+    def weighted(self, index: int, loss: torch.Tensor) -> torch.Tensor:
+        weight = float(self.weights[index])
+        return loss if weight == 1.0 else loss * weight
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters the optimizer must update (none here)."""
+        return []
+
+    def observe(self, index: int, loss: torch.Tensor) -> None:
+        """Records task `index`'s (unweighted, detached) loss of one micro-batch."""
+
+    def start_epoch(self, epoch: int, sum_over_processes=None) -> None:
+        """Called at the first step of every epoch (`sum_over_processes` sums a tensor over processes, in place)."""
+
+    def current_weights(self) -> dict[str, float]:
+        """The weight of each task now, for the log (`loss_weight/<task>`)."""
+        return {task: float(weight) for task, weight in zip(self.tasks, self.weights)}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class UncertaintyWeighting(LossWeighting):
+    """Learned log-variances (see the module docstring); `weights` is the static factor each task keeps on top."""
+
+    has_state = True
+
+    def __init__(self, tasks: list[str], weights: dict[str, float] | None = None, device=None) -> None:
+        super().__init__(tasks, weights)
+        self.log_vars = torch.nn.Parameter(torch.zeros(len(tasks), device=device))
+
+    def weighted(self, index: int, loss: torch.Tensor) -> torch.Tensor:
+        log_var = self.log_vars[index]
+        return super().weighted(index, loss) * torch.exp(-log_var) / 2 + log_var / 2
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.log_vars]
+
+    def current_weights(self) -> dict[str, float]:
+        factors = torch.exp(-self.log_vars.detach().double().cpu()) / 2 * self.weights
+        return {task: float(factor) for task, factor in zip(self.tasks, factors)}
+
+    def state_dict(self) -> dict:
+        return {"log_vars": self.log_vars.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        values = state["log_vars"]
+        if values.shape != self.log_vars.shape:
+            raise ValueError(f"log_vars has shape {tuple(values.shape)}, expected {tuple(self.log_vars.shape)}.")
+        with torch.no_grad():
+            self.log_vars.copy_(values)
+
+
+class DynamicWeightAverage(LossWeighting):
+    """DWA (see the module docstring), with temperature `temperature` (2 in the paper)."""
+
+    has_state = True
+
+    def __init__(self, tasks: list[str], weights: dict[str, float] | None = None, temperature: float = 2.0) -> None:
+        super().__init__(tasks, weights)
+        if not temperature > 0:
+            raise ValueError(f"--dwa_temperature must be above 0; got {temperature}.")
+        self.temperature = temperature
+        self.epoch = None
+        self.sums = torch.zeros(len(tasks), dtype=torch.float64)  # this epoch, this process
+        self.counts = torch.zeros(len(tasks), dtype=torch.float64)
+        self.history = []  # mean loss per task of each finished epoch (the last two are kept)
+        self.dynamic = torch.ones(len(tasks), dtype=torch.float64)
+
+    def weighted(self, index: int, loss: torch.Tensor) -> torch.Tensor:
+        weight = float(self.dynamic[index] * self.weights[index])
+        return loss if weight == 1.0 else loss * weight
+
+    def observe(self, index: int, loss: torch.Tensor) -> None:
+        self.sums[index] += float(loss)
+        self.counts[index] += 1
+
+    def start_epoch(self, epoch: int, sum_over_processes=None) -> None:
+        if self.epoch is not None and epoch != self.epoch:
+            totals = torch.stack([self.sums, self.counts])
+            if sum_over_processes is not None:
+                sum_over_processes(totals)
+            self.history = (self.history + [(totals[0] / totals[1].clamp(min=1)).tolist()])[-2:]
+            self.sums.zero_()
+            self.counts.zero_()
+            if len(self.history) == 2:
+                ratios = torch.tensor(self.history[1], dtype=torch.float64) / torch.tensor(
+                    self.history[0], dtype=torch.float64
+                ).clamp(min=1e-12)
+                self.dynamic = len(self.tasks) * torch.softmax(ratios / self.temperature, 0)
+        self.epoch = epoch
+
+    def current_weights(self) -> dict[str, float]:
+        return {task: float(weight) for task, weight in zip(self.tasks, self.dynamic * self.weights)}
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": -1 if self.epoch is None else int(self.epoch),
+            "sums": self.sums.clone(),
+            "counts": self.counts.clone(),
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(self.tasks)),
+            "dynamic": self.dynamic.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = None if state["epoch"] < 0 else int(state["epoch"])
+        self.sums, self.counts = state["sums"].double().clone(), state["counts"].double().clone()
+        self.history = state["history"].tolist()
+        self.dynamic = state["dynamic"].double().clone()
+
+
+# The `--loss_weighting` choices.
+LOSS_WEIGHTINGS = {"static": LossWeighting, "uncertainty": UncertaintyWeighting, "dwa": DynamicWeightAverage}
+
+
+def build_loss_weighting(
+    name: str, tasks: list[str], weights: dict[str, float] | None = None, temperature: float = 2.0, device=None
+) -> LossWeighting:
+    """The loss weighting `name` (one of `LOSS_WEIGHTINGS`)."""
+    if name == "uncertainty":
+        return UncertaintyWeighting(tasks, weights, device=device)
+    if name == "dwa":
+        return DynamicWeightAverage(tasks, weights, temperature)
+    if name != "static":
+        raise ValueError(f"--loss_weighting {name!r} is not one of {list(LOSS_WEIGHTINGS)}.")
+    return LossWeighting(tasks, weights)
