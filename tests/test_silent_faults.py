@@ -256,7 +256,7 @@ def test_a_full_disk_is_named_and_recovered_from(tiny_checkpoint, tiny_data, tmp
     result = run_cli(args, preexec_fn=limit_file_size)
     assert result.returncode == 1, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]  # after the progress bars: the one line of the error
-    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("run_multitask.py: error:") == 1 and "Traceback" not in result.stderr
     assert re.search(rf"error: Writing {re.escape(str(output_dir))}/checkpoint-1 failed \(.*\); its disk has", line)
     assert "no space left, or a file size limit? There is no complete checkpoint yet" in line
     # With room again, the run starts over in its folder.
