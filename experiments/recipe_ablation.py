@@ -158,6 +158,31 @@ def format_table(records: list[dict], floor: dict | None) -> str:
     )
 
 
+def run_all(runs: list[runner.Run], outcome: dict, commit_label: str | None = None) -> None:
+    """
+    Runs (or resumes) every run not done yet and writes its results JSON, committing it at once under
+    `commit_label` when given; the names go to `outcome["ran"]` or `outcome["failed"]`.
+    """
+    runner.logger.addHandler(runner.logging.StreamHandler(sys.stderr))
+    runner.logger.setLevel(runner.logging.INFO)
+    runner.check_commands(runs)
+    for run in runs:
+        state = runner.run_state(run)
+        if state == "done":
+            continue
+        if state in ("start", "resume") and (runner.execute(run) != 0 or not runner.is_finished(run.output_dir)):
+            outcome["failed"].append(run.name)
+            continue
+        record = runner.gather(run)
+        runner.write_json(run.results_file, record)
+        outcome["ran"].append(run.name)
+        runner.logger.info(f"{run.name}: eval_overall {record['eval_overall']:.4f}; wrote {run.results_file}")
+        if commit_label is not None:
+            runner.commit_results(
+                [run.results_file], f"{commit_label}: {run.name}, eval_overall {record['eval_overall']:.4f}"
+            )
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "recipe")
@@ -179,25 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
         for run in runs:
             print(run.command)
         return outcome
-    runner.logger.addHandler(runner.logging.StreamHandler(sys.stderr))
-    runner.logger.setLevel(runner.logging.INFO)
     if not args.table_only:
-        runner.check_commands(runs)
-        for run in runs:
-            state = runner.run_state(run)
-            if state == "done":
-                continue
-            if state in ("start", "resume") and (runner.execute(run) != 0 or not runner.is_finished(run.output_dir)):
-                outcome["failed"].append(run.name)
-                continue
-            record = runner.gather(run)
-            runner.write_json(run.results_file, record)
-            outcome["ran"].append(run.name)
-            runner.logger.info(f"{run.name}: eval_overall {record['eval_overall']:.4f}; wrote {run.results_file}")
-            if args.commit_results:
-                runner.commit_results(
-                    [run.results_file], f"Recipe: {run.name}, eval_overall {record['eval_overall']:.4f}"
-                )
+        run_all(runs, outcome, "Recipe" if args.commit_results else None)
     every_run = build_runs(argparse.Namespace(**{**vars(args), "rows": list(ROWS), "seeds": range(10)}), passthrough)
     records = [json.loads(run.results_file.read_text()) for run in every_run if run.results_file.is_file()]
     floor_path = args.results_dir / "frozen_floor.json"

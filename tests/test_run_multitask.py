@@ -49,8 +49,8 @@ def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):
     assert model_args.use_pals and model_args.pal_size == 12 and training_args.task_schedule == "round_robin"
     with pytest.raises(ValueError, match="--preset 'fastest' is not one of"):
         run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "fastest"))
-    with pytest.raises(ValueError, match="--gradient_surgery 'mgda' is not one of"):
-        run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--gradient_surgery", "mgda"))
+    with pytest.raises(ValueError, match="--gradient_surgery 'graddrop' is not one of"):
+        run_multitask.parse_args(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--gradient_surgery", "graddrop"))
     with pytest.raises(ValueError, match="unknown task 'qnli'"):
         run_multitask.main(tiny_args(tiny_checkpoint, data_dir, tmp_path, "--tasks", "sst", "qnli"))
 

@@ -236,8 +236,12 @@ def test_sum_and_factory():
     assert isinstance(gradvac, GradVac) and gradvac.beta == 0.1
     gradvac(grads)
     assert "surgery/sst-para/cosine" in gradvac.pop_stats()
-    with pytest.raises(ValueError, match="'none', 'pcgrad', 'gradvac'"):
-        build_surgery("mgda", 3)
+    with pytest.raises(ValueError, match=r"Unknown surgery 'graddrop'; expected one of \('none', "):
+        build_surgery("graddrop", 3)
+    with pytest.raises(ValueError, match=r"pcgrad: unknown hyper-parameter 'beta' \(it has: none\)"):
+        build_surgery("pcgrad", 3, beta=0.5)
+    with pytest.raises(ValueError, match=r"gradvac beta=2.0: must be in \[0, 1\]"):
+        build_surgery("gradvac", 3, beta=2)
 
 
 def test_input_validation():

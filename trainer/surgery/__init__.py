@@ -20,7 +20,7 @@ returns one combined `[P]` gradient. The package follows torchjd's `aggregation/
 import importlib
 import pkgutil
 
-from .base import METHODS, GradientSurgery, Hyperparameter
+from .base import METHODS, GradientSurgery, Hyperparameter, method_names
 from .build import build_surgery
 from .gradvac import DEFAULT_GRADVAC_BETA, GradVac
 from .groups import GRANULARITIES, parameter_groups
@@ -35,7 +35,7 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 # The command-line names, `none` first.
-SURGERIES = tuple(sorted(METHODS, key=lambda name: (name != "none", name)))
+SURGERIES = method_names()
 
 __all__ = [
     "DEFAULT_GRADVAC_BETA",

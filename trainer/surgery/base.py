@@ -50,6 +50,11 @@ class Hyperparameter:
 METHODS: dict[str, type["GradientSurgery"]] = {}
 
 
+def method_names() -> tuple[str, ...]:
+    """The registered names, `none` first, then alphabetical."""
+    return tuple(sorted(METHODS, key=lambda name: (name != "none", name)))
+
+
 class GradientSurgery:
     """
     Base class: combines per-task gradients `[K, P]` into one gradient `[P]`.
@@ -192,8 +197,15 @@ class GradientSurgery:
         return combine(grads, coefficients, slices, sparse, out, gathered)
 
     def _scaled(self, gramian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The Gramians of the rows as `scaling` scales them, and the scales (None: none, or a non-finite step)."""
-        if self.scaling is None or not torch.isfinite(gramian).all():
+        """
+        The Gramians of the rows as `scaling` scales them, and the scales (None: none, or a non-finite step). Records
+        each task's gradient norm (over all groups, before any scaling) for the statistics.
+        """
+        if not torch.isfinite(gramian).all():
+            return gramian, None
+        self._window_norm_sum += gramian.diagonal(dim1=1, dim2=2).sum(0).clamp(min=0).sqrt()
+        self._window_norm_count += 1
+        if self.scaling is None:
             return gramian, None
         scales = self.scaling.scales(gramian)
         return GradientScaling.scale(gramian, scales), scales
@@ -257,9 +269,12 @@ class GradientSurgery:
 
         For each ordered pair `(i, j)`: `surgery/<i>-<j>/adjustments`, the number of corrections of `g_i'` against
         `g_j` (summed over groups and steps), and `surgery/<i>-<j>/cosine`, the mean of `cos(g_i', g_j)` before the
-        correction (over groups and steps). Empty when no finite step was taken.
+        correction (over groups and steps); per task, `surgery/<task>/grad_norm`, the mean norm of its gradient of the
+        shared parameters (before any `--gradient_scaling`). Empty when no finite step was taken.
         """
         stats = {}
+        for i, name in enumerate(self.task_names if self._window_norm_count else ()):
+            stats[f"surgery/{name}/grad_norm"] = float(self._window_norm_sum[i]) / self._window_norm_count
         if self._window_cosine_count > 0:
             for i, name_i in enumerate(self.task_names):
                 for j, name_j in enumerate(self.task_names):
@@ -347,3 +362,5 @@ class GradientSurgery:
         self._window_adjustments = torch.zeros(shape, dtype=torch.float64)
         self._window_cosine_sum = torch.zeros(shape, dtype=torch.float64)
         self._window_cosine_count = 0  # cosines summed per pair: steps x groups
+        self._window_norm_sum = torch.zeros(self.num_tasks, dtype=torch.float64)
+        self._window_norm_count = 0

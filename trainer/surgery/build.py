@@ -9,7 +9,7 @@
 
 import torch
 
-from .base import METHODS, GradientSurgery
+from .base import METHODS, GradientSurgery, method_names
 from .scaling import GradientScaling
 
 
@@ -29,7 +29,7 @@ def build_surgery(
     the task rows are scaled by `scaling` ([`GradientScaling`]; None scales nothing).
     """
     if name not in METHODS:
-        raise ValueError(f"Unknown surgery {name!r}; expected one of {tuple(METHODS)}.")
+        raise ValueError(f"Unknown surgery {name!r}; expected one of {method_names()}.")
     return METHODS[name](
         num_tasks, group_sizes, eps=eps, generator=generator, task_names=task_names, scaling=scaling, **hyperparameters
     )
