@@ -43,12 +43,12 @@ def launch(root, checkpoint, data_dir, processes, *extra):
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_checkpoint, data_dir, tmp_path_factory):
+def runs(tiny_checkpoint, tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("every_method")
     return {
-        "one": launch(root / "one", tiny_checkpoint, data_dir, 1, "--per_device_train_batch_size", "4"),
-        "ddp": launch(root / "ddp", tiny_checkpoint, data_dir, 2, "--per_device_train_batch_size", "2"),
-        "fsdp": launch(root / "fsdp", tiny_checkpoint, data_dir, 2, "--per_device_train_batch_size", "2",
+        "one": launch(root / "one", tiny_checkpoint, tiny_data, 1, "--per_device_train_batch_size", "4"),
+        "ddp": launch(root / "ddp", tiny_checkpoint, tiny_data, 2, "--per_device_train_batch_size", "2"),
+        "fsdp": launch(root / "fsdp", tiny_checkpoint, tiny_data, 2, "--per_device_train_batch_size", "2",
                        *fsdp_args()),
     }  # fmt: skip
 
@@ -63,7 +63,9 @@ def test_two_processes_equal_one_process_on_the_union(runs, tiny_checkpoint, con
     initial = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
     update, difference = largest_differences(a, b, initial)
     print(f"{configuration} ({sharding}): largest update {update:.2e}, largest difference {difference:.2e}")
-    assert update > 1e-3
+    # The weightings that normalise the weights to sum 1 (MGDA, IMTL-G, Aligned-MTL) take steps ~100x smaller than
+    # the sum's: every step still moves the weights far above the rounding (~1e-7).
+    assert update > 1e-5
     assert difference < SAME_TRAINING_TOLERANCE * update  # float32 rounding apart (conftest.py)
     # The loss weights each run logged at its last step (the learned log-variances of uncertainty weighting).
     logged = [last_logged(run, "loss_weight/") for run in (one, two)]

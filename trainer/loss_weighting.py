@@ -12,8 +12,9 @@ on the losses, before any gradient surgery, so they combine with every method of
 - `static`: fixed weights, `--task_weights sst=1 para=2 sts=0.5` (1 for a task not named).
 - `uncertainty` (Kendall, Gal & Cipolla 2018, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
   Geometry and Semantics"): a learned log-variance `s_i` per task, `L = sum_i exp(-s_i) L_i / 2 + s_i / 2` (as in
-  LibMTL). The `s_i` are trainable parameters of the optimizer (not of the model, and not in any surgery), saved in
-  every checkpoint and restored on resume.
+  LibMTL). The `s_i` are trainable parameters outside the model (so outside DDP, FSDP and any surgery), with an AdamW
+  of their own that steps with the model's optimizer at its current full learning rate; they and its state are saved
+  in every checkpoint and restored on resume.
 - `dwa` (Liu, Johns & Davison 2019, "End-to-End Multi-Task Learning with Attention", Dynamic Weight Average): from
   the third epoch, `w_i = K exp(r_i / T) / sum_j exp(r_j / T)` with `r_i = L_i(e - 1) / L_i(e - 2)` the ratio of the
   task's mean training losses over the two previous epochs (1 before); a task whose loss falls slowly gets more.
@@ -60,6 +61,9 @@ class LossWeighting:
     def observe(self, index: int, loss: torch.Tensor) -> None:
         """Records task `index`'s (unweighted, detached) loss of one micro-batch."""
 
+    def step(self, learning_rate: float, grad_scale: float = 1.0) -> None:
+        """Updates the weighting's own parameters from their gradients (fp16: scaled by `grad_scale`), each step."""
+
     def start_epoch(self, epoch: int, sum_over_processes=None) -> None:
         """Called at the first step of every epoch (`sum_over_processes` sums a tensor over processes, in place)."""
 
@@ -82,6 +86,7 @@ class UncertaintyWeighting(LossWeighting):
     def __init__(self, tasks: list[str], weights: dict[str, float] | None = None, device=None) -> None:
         super().__init__(tasks, weights)
         self.log_vars = torch.nn.Parameter(torch.zeros(len(tasks), device=device))
+        self.optimizer = torch.optim.AdamW([self.log_vars], weight_decay=0.0)
 
     def weighted(self, index: int, loss: torch.Tensor) -> torch.Tensor:
         log_var = self.log_vars[index]
@@ -90,12 +95,22 @@ class UncertaintyWeighting(LossWeighting):
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.log_vars]
 
+    def step(self, learning_rate: float, grad_scale: float = 1.0) -> None:
+        grad = self.log_vars.grad
+        if grad is not None and grad_scale != 1.0:
+            grad.div_(grad_scale)
+        if grad is not None and torch.isfinite(grad).all():  # an fp16 overflow skips the step, as the Trainer's
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def current_weights(self) -> dict[str, float]:
         factors = torch.exp(-self.log_vars.detach().double().cpu()) / 2 * self.weights
         return {task: float(factor) for task, factor in zip(self.tasks, factors)}
 
     def state_dict(self) -> dict:
-        return {"log_vars": self.log_vars.detach().cpu().clone()}
+        return {"log_vars": self.log_vars.detach().cpu().clone(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         values = state["log_vars"]
@@ -103,6 +118,7 @@ class UncertaintyWeighting(LossWeighting):
             raise ValueError(f"log_vars has shape {tuple(values.shape)}, expected {tuple(self.log_vars.shape)}.")
         with torch.no_grad():
             self.log_vars.copy_(values)
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class DynamicWeightAverage(LossWeighting):

@@ -150,17 +150,7 @@ class MultitaskTrainer(Trainer):
         return [(name, part, what) for name, part, what in parts if part.has_state]
 
     def create_optimizer(self, model=None):
-        """
-        The Trainer's optimizer, with layer-wise learning rates when `--layerwise_lr_decay` is below 1, and the loss
-        weighting's own parameters (uncertainty weighting's log-variances) in a group of their own, without decay.
-        """
-        created = self.optimizer is None
-        optimizer = self._create_model_optimizer(model)
-        if created and self.loss_weighting.parameters():
-            optimizer.add_param_group({"params": self.loss_weighting.parameters(), "weight_decay": 0.0})
-        return optimizer
-
-    def _create_model_optimizer(self, model=None):
+        """The Trainer's optimizer, with layer-wise learning rates when `--layerwise_lr_decay` is below 1."""
         if self.args.layerwise_lr_decay == 1.0 or self.optimizer is not None:
             return super().create_optimizer(model)
         model = self.model if model is None else model
@@ -309,8 +299,6 @@ class MultitaskTrainer(Trainer):
             self._allocate_gradient_buffers()
         if not self._window_tasks:  # first micro-batch of an accumulation window
             self._zero_task_grads()
-            for parameter in self.loss_weighting.parameters():  # not the model's: the Trainer does not zero them
-                parameter.grad = None
             self._window_loss = torch.zeros((), device=self.args.device)
 
         step_loss = torch.zeros((), device=self.args.device)
@@ -386,7 +374,7 @@ class MultitaskTrainer(Trainer):
                 grads /= world_size
             # fp16: surgery compares unscaled gradients; the result is scaled back for the scaler's unscale_ and inf
             # check (an overflow stays inf, and surgery then only sums).
-            scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
+            scale = self._grad_scale()
             if scale != 1.0:
                 grads.div_(scale)
             if sparse is not None:  # surgery writes this window's rows only
@@ -412,11 +400,18 @@ class MultitaskTrainer(Trainer):
             self._average_task_parameter_gradients(world_size)
         if world_size > 1:  # the loss weighting's parameters are the trainer's, outside DDP and FSDP
             self._average_gradients([p.grad for p in self.loss_weighting.parameters() if p.grad is not None])
+        # Its own optimizer steps with the model's, at the model's current full learning rate.
+        learning_rate = max(group["lr"] for group in self.optimizer.param_groups)
+        self.loss_weighting.step(learning_rate, grad_scale=self._grad_scale())
         self._window_tasks = set()
 
     def _average_task_parameter_gradients(self, world_size: int):
         # Every process ran the same tasks (the sampler plans steps globally), so the same parameters have gradients.
         self._average_gradients([p.grad for p in self._task_parameters if p.grad is not None])
+
+    def _grad_scale(self) -> float:
+        """fp16's loss scale (1 without a GradScaler): the gradients are scaled by it until the optimizer steps."""
+        return self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
 
     def _sum_over_processes(self, values: torch.Tensor) -> None:
         """Sums a host tensor over processes, in place (through the device, for NCCL)."""
