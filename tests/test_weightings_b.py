@@ -31,7 +31,6 @@ import torch
 
 from trainer.surgery import build_surgery
 from trainer.surgery import cagrad as cagrad_module
-from trainer.surgery import upgrad as upgrad_module
 from trainer.surgery.nash_mtl import NashMTL, nash_point
 from trainer.surgery.rows import gramians, group_slices
 
@@ -41,12 +40,8 @@ KINDS = ("random", "identical", "collinear", "opposite", "zero_row", "low_rank",
 DEPENDENT = ("identical", "collinear", "opposite", "zero_row", "low_rank")
 
 
-def jacobian(num_tasks, seed, kind="random", size=9, step=None):
-    """`[K, size]` float64 task gradients of one `kind` (see `KINDS`), leaning against each other."""
-    generator = torch.Generator().manual_seed(100 * seed + num_tasks + (0 if step is None else 10_000 * (step + 1)))
-    matrix = torch.randn(num_tasks, size, generator=generator, dtype=torch.float64)
-    for i in range(1, num_tasks):
-        matrix[i] -= 0.5 * matrix[i - 1]
+def make_dependent(matrix, kind):
+    """`matrix` with two rows made dependent (`identical`, `collinear`, `opposite`) or its last zero (`zero_row`)."""
     if kind == "identical":
         matrix[1] = matrix[0]
     elif kind == "collinear":
@@ -55,7 +50,17 @@ def jacobian(num_tasks, seed, kind="random", size=9, step=None):
         matrix[1] = -0.5 * matrix[0]
     elif kind == "zero_row":
         matrix[-1] = 0
-    elif kind == "low_rank":
+    return matrix
+
+
+def jacobian(num_tasks, seed, kind="random", size=9, step=None):
+    """`[K, size]` float64 task gradients of one `kind` (see `KINDS`), leaning against each other."""
+    generator = torch.Generator().manual_seed(100 * seed + num_tasks + (0 if step is None else 10_000 * (step + 1)))
+    matrix = torch.randn(num_tasks, size, generator=generator, dtype=torch.float64)
+    for i in range(1, num_tasks):
+        matrix[i] -= 0.5 * matrix[i - 1]
+    make_dependent(matrix, kind)
+    if kind == "low_rank":
         left = torch.randn(num_tasks, 2, generator=generator, dtype=torch.float64)
         matrix = left @ torch.randn(2, size, generator=generator, dtype=torch.float64)
     elif kind == "scaled":
@@ -98,18 +103,6 @@ def test_upgrad_matches_torchjd(aggregation, num_tasks, kind, seed):
     theirs = aggregation.UPGradWeighting()(gramian)
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-9)
     assert (ours >= 1 / num_tasks - 1e-12).all()
-
-
-@pytest.mark.parametrize("num_tasks", [3, 5, 10])
-@pytest.mark.parametrize("kind", ["random", "collinear", "zero_row", "scaled"])
-def test_upgrad_nnls_matches_torchjd(aggregation, monkeypatch, num_tasks, kind):
-    """Above `MAX_ENUMERATED_TASKS` (here forced to 0 for K = 3 and 5; K = 10 is above 8) the QPs go to NNLS."""
-    needs("qpsolvers", "quadprog")
-    monkeypatch.setattr(upgrad_module, "MAX_ENUMERATED_TASKS", 0 if num_tasks < 10 else 8)
-    gramian = gram(jacobian(num_tasks, 7, kind, size=12))
-    ours = build_surgery("upgrad", num_tasks).task_weights(gramian, 0)
-    theirs = aggregation.UPGradWeighting()(gramian)
-    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-9)
 
 
 def test_upgrad_small_and_zero_gramians_give_the_mean():
@@ -209,19 +202,7 @@ def test_cagrad_special_cases():
 def drifting(num_tasks, seed, kind, steps):
     """Consecutive task gradients that drift (as in training), `kind` applied to each."""
     base = jacobian(num_tasks, seed, "random")
-    result = []
-    for step in range(steps):
-        matrix = base + 0.3 * jacobian(num_tasks, seed, "random", step=step)
-        if kind == "identical":
-            matrix[1] = matrix[0]
-        elif kind == "collinear":
-            matrix[1] = 2.5 * matrix[0]
-        elif kind == "opposite":
-            matrix[1] = -0.5 * matrix[0]
-        elif kind == "zero_row":
-            matrix[-1] = 0
-        result.append(matrix)
-    return result
+    return [make_dependent(base + 0.3 * jacobian(num_tasks, seed, "random", step=step), kind) for step in range(steps)]
 
 
 def torchjd_nash_weights(aggregation, matrices, **kwargs):

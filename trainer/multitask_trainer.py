@@ -397,7 +397,7 @@ class MultitaskTrainer(Trainer):
                 if isinstance(module, FSDPModule):
                     module.reshard()
         if all_reduce_rows:  # FSDP's reduce-scatter averaged them already
-            self._average_task_parameter_gradients(world_size)
+            self._average_task_parameter_gradients()
         if world_size > 1:  # the loss weighting's parameters are the trainer's, outside DDP and FSDP
             self._average_gradients([p.grad for p in self.loss_weighting.parameters() if p.grad is not None])
         # Its own optimizer steps with the model's, at the model's current full learning rate.
@@ -405,7 +405,7 @@ class MultitaskTrainer(Trainer):
         self.loss_weighting.step(learning_rate, grad_scale=self._grad_scale())
         self._window_tasks = set()
 
-    def _average_task_parameter_gradients(self, world_size: int):
+    def _average_task_parameter_gradients(self):
         # Every process ran the same tasks (the sampler plans steps globally), so the same parameters have gradients.
         self._average_gradients([p.grad for p in self._task_parameters if p.grad is not None])
 

@@ -14,6 +14,16 @@ returns one combined `[P]` gradient. The package follows torchjd's `aggregation/
 - `base.py`: [`GradientSurgery`], which turns the per-group Gramians `J_k J_k^T` into combination weights;
 - `rows.py`: the Gramians of `J` and the weighted sums of its rows on the device (chunked; [`SparseRows`]);
 - one file per method: `sum.py` ([`Sum`]), `pcgrad.py` ([`PCGrad`]), `gradvac.py` ([`GradVac`]);
+- `weighting.py`: [`GramianWeighting`], the base of the methods that weight the tasks from the Gramian alone;
+- `mgda.py`: [`MGDA`] (Désidéri 2012; Sener & Koltun 2018);
+- `imtl_g.py`: [`IMTLG`] (Liu et al. 2021);
+- `aligned_mtl.py`: [`AlignedMTL`] (Senushkin et al. 2023);
+- `upgrad.py`: [`UPGrad`] (Quinton & Rey 2024);
+- `cagrad.py`: [`CAGrad`] (Liu et al. 2021);
+- `nash_mtl.py`: [`NashMTL`] (Navon et al. 2022);
+- `dualproj.py`: [`DualProj`] (Quinton & Rey 2024; the projection of GEM);
+- `dual_cone.py`: [`dual_cone_weights`], the dual-cone projection of UPGrad and DualProj (a helper, no method);
+- `scaling.py`: [`GradientScaling`], each task's gradient row scaled before the method (`--gradient_scaling`);
 - `groups.py`: [`parameter_groups`]; `build.py`: [`build_surgery`].
 """
 

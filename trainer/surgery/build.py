@@ -7,29 +7,16 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """`build_surgery`: a method by its command-line name."""
 
-import torch
-
 from .base import METHODS, GradientSurgery, method_names
-from .scaling import GradientScaling
 
 
-def build_surgery(
-    name: str,
-    num_tasks: int,
-    group_sizes: list[int] | None = None,
-    eps: float = 1e-8,
-    generator: torch.Generator | None = None,
-    task_names: list[str] | None = None,
-    scaling: GradientScaling | None = None,
-    **hyperparameters,
-) -> GradientSurgery:
+def build_surgery(name: str, num_tasks: int, group_sizes: list[int] | None = None, **kwargs) -> GradientSurgery:
     """
-    Builds the method called `name` (one of `METHODS`: `"none"`, `"pcgrad"`, `"gradvac"`, ...) with its declared
-    hyper-parameters (`beta=0.5` for GradVac; unknown names and values outside a method's rule are errors), after
-    the task rows are scaled by `scaling` ([`GradientScaling`]; None scales nothing).
+    Builds the method called `name` (one of `METHODS`: `"none"`, `"pcgrad"`, `"gradvac"`, ...) for `num_tasks` tasks
+    and `group_sizes`, with the other arguments of [`GradientSurgery`] (`eps`, `generator`, `task_names`, `scaling`,
+    by keyword) and its declared hyper-parameters (`beta=0.5` for GradVac; unknown names and values outside a
+    method's rule are errors); the task rows are scaled by `scaling` ([`GradientScaling`]; None scales nothing).
     """
     if name not in METHODS:
         raise ValueError(f"Unknown surgery {name!r}; expected one of {method_names()}.")
-    return METHODS[name](
-        num_tasks, group_sizes, eps=eps, generator=generator, task_names=task_names, scaling=scaling, **hyperparameters
-    )
+    return METHODS[name](num_tasks, group_sizes, **kwargs)
