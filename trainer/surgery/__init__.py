@@ -6,7 +6,9 @@
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
 """
-Gradient surgery for multi-task training: PCGrad (Yu et al. 2020) and GradVac (Wang et al. 2021), and the plain sum.
+Gradient surgery for multi-task training: the plain sum, the pairwise PCGrad (Yu et al. 2020) and GradVac (Wang et
+al. 2021), and the Gramian weightings (MGDA, IMTL-G, Aligned-MTL, UPGrad, CAGrad, Nash-MTL, DualProj). Adding a method
+is one file here: the package imports every module, and a class with a `name` registers itself in `METHODS`.
 
 Every method takes the per-task gradients of the shared parameters, stacked as the rows of a `[K, P]` matrix `J`, and
 returns one combined `[P]` gradient. The package follows torchjd's `aggregation/`:
