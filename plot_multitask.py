@@ -7,8 +7,9 @@
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
 """
-Plots a run from its `trainer_state.json`: per-task dev metrics and training losses per epoch, and, for a run with
-gradient surgery, the adjustments per epoch per task pair (the paper's Figure 5).
+Plots a run from its `trainer_state.json`: per-task dev metrics and training losses per epoch; for a run with gradient
+surgery, the adjustments per epoch per task pair (the paper's Figure 5) and each task's gradient norm; the weights a
+Gramian weighting gave each task, and the task loss weights, per epoch.
 
     python plot_multitask.py outputs/combined            # writes outputs/combined/plots/*.png
     python plot_multitask.py outputs/combined/checkpoint-1772/trainer_state.json --output_dir plots
@@ -29,6 +30,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 ADJUSTMENTS = re.compile(r"^surgery/(?P<pair>.+)/adjustments$")
+# Per task (the name is the first group): a Gramian weighting's weight, the gradient norm, the loss weight.
+WEIGHTS = re.compile(r"^surgery/([^/-]+)/weight$")
+GRAD_NORMS = re.compile(r"^surgery/([^/-]+)/grad_norm$")
+LOSS_WEIGHTS = re.compile(r"^loss_weight/(.+)$")
 
 
 def load_log_history(path: Path) -> list[dict]:
@@ -59,7 +64,7 @@ def per_epoch(history: list[dict], pattern: re.Pattern | str, reduce: str) -> di
         for key, value in entry.items():
             match = pattern.match(key)
             if match:
-                name = match.groupdict().get("pair", key)
+                name = match.group(1) if match.groups() else key
                 values[name][epoch].append(value)
     combine = (lambda xs: sum(xs) / len(xs)) if reduce == "mean" else sum
     return {name: {epoch: combine(xs) for epoch, xs in sorted(by_epoch.items())} for name, by_epoch in values.items()}
@@ -130,6 +135,15 @@ def main(argv=None):
             output_dir / "conflicts.png",
         )
         written.append("conflicts.png")
+    for pattern, title, ylabel, name in (
+        (WEIGHTS, "Gramian weighting: the weight of each task", "mean weight per epoch", "weights.png"),
+        (GRAD_NORMS, "Gradient norm of each task (shared parameters)", "mean norm per epoch", "grad_norms.png"),
+        (LOSS_WEIGHTS, "Task loss weights", "mean weight per epoch", "loss_weights.png"),
+    ):
+        values = per_epoch(history, pattern, reduce="mean")
+        if values:
+            plot_bars(values, title, ylabel, output_dir / name)
+            written.append(name)
     if not written:
         raise ValueError(f"{args.run}: the log history has no dev metrics, task losses or surgery statistics.")
     print(f"Wrote {', '.join(written)} to {output_dir}")

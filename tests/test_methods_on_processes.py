@@ -24,6 +24,8 @@ from test_fsdp import ENV, REPO, fsdp_args, largest_differences, tiny_args
 from train_every_method import CONFIGURATIONS
 from transformers import BertModel
 
+import plot_multitask
+
 
 COMMON = ["--max_steps", "3", "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
           "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5", "--logging_steps",
@@ -77,3 +79,16 @@ def last_logged(run, prefix: str) -> dict[str, float]:
     history = json.loads((run / "trainer_state.json").read_text())["log_history"]
     entries = [entry for entry in history if "loss" in entry]
     return {key: value for key, value in entries[-1].items() if key.startswith(prefix)}
+
+
+def test_the_weights_and_norms_are_logged_and_drawn(runs):
+    """A Gramian weighting logs each task's weight and gradient norm at every step, and plot_multitask draws them."""
+    run = runs["one"] / "upgrad"
+    weights = last_logged(run, "surgery/")
+    assert {f"surgery/{task}/{key}" for task in ("sst", "para", "sts") for key in ("weight", "grad_norm")} <= set(
+        weights
+    )
+    assert all(value > 0 for key, value in weights.items() if key.endswith("/grad_norm"))
+    plots = plot_multitask.main([str(run), "--output_dir", str(run / "plots")])
+    assert [p.name for p in plots] == ["losses.png", "weights.png", "grad_norms.png"]
+    assert not [p for p in plot_multitask.main([str(runs["one"] / "pcgrad+uncertainty")]) if p.name == "weights.png"]

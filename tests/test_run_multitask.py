@@ -99,7 +99,7 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
     assert (tmp_path / "modeling_bert_pals.py").is_file() and (tmp_path / "model.safetensors").is_file()
 
     plots = plot_multitask.main([str(tmp_path)])
-    assert [p.name for p in plots] == ["dev_metrics.png", "losses.png", "conflicts.png"]
+    assert [p.name for p in plots] == ["dev_metrics.png", "losses.png", "conflicts.png", "grad_norms.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     adjustments = plot_multitask.per_epoch(history, plot_multitask.ADJUSTMENTS, reduce="sum")
