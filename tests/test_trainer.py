@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from modeling_bert_pals import BertPalsForMultitask
 from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
+from trainer.surgery import METHODS, SURGERIES
 from trainer.training_args import MultitaskTrainingArguments
 
 
@@ -179,9 +180,10 @@ class KillAtStep(TrainerCallback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("surgery", ["none", "gradvac"])
+@pytest.mark.parametrize("surgery", ["none", "gradvac", "nash_mtl"])
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
-    """Mid-epoch (an epoch here is 10 steps), with dropout, AdamW, a decaying learning rate and GradVac targets."""
+    """Mid-epoch (an epoch here is 10 steps), with dropout, AdamW, a decaying learning rate, and the state of the
+    methods that keep one (GradVac's targets, Nash-MTL's previous weights)."""
     common = dict(
         max_steps=7,
         save_strategy="steps",
@@ -204,7 +206,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
         killed.train()
     checkpoint = tmp_path / "killed" / "checkpoint-3"
     assert checkpoint.is_dir() and not (tmp_path / "killed" / "checkpoint-6").exists()
-    assert (checkpoint / SURGERY_STATE_NAME).is_file() == (surgery != "none")
+    assert (checkpoint / SURGERY_STATE_NAME).is_file() == METHODS[surgery].has_state
 
     resumed = make_trainer(tmp_path / "killed", tokenizer, model=tiny_model(dropout=0.1, seed=1), **common)
     resumed.train(resume_from_checkpoint=str(checkpoint))
@@ -216,7 +218,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
         assert (full_state["phi_hat"] != 0).any()
 
 
-@pytest.mark.parametrize("surgery", ["none", "gradvac"])
+@pytest.mark.parametrize("surgery", SURGERIES)
 def test_fp16_loss_scaling_does_not_change_the_update(tmp_path, tokenizer, surgery):
     """With a GradScaler (as fp16 on a GPU sets up), surgery sees the unscaled task gradients and the optimizer the
     unscaled result. Scaling by a power of two is exact in float32, so the weights must match the unscaled run.
