@@ -635,18 +635,8 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         loss = head.loss(logits, labels, embeddings, embeddings_b) if labels is not None else None
         return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
 
-    def _check_inputs(
-        self,
-        task,
-        head,
-        input_ids,
-        attention_mask,
-        token_type_ids,
-        input_ids_b,
-        attention_mask_b,
-        token_type_ids_b,
-        labels,
-    ):
+    def _check_inputs(self, task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
+                      token_type_ids_b, labels):  # fmt: skip
         """
         Shapes and dtypes; of the values only the labels' range, when labels are given (one device synchronisation:
         an out-of-range class index is otherwise a device-side assert on a GPU, and a wrong score trains silently).

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO, cli_args, train
 
 import run_multitask
@@ -34,13 +33,7 @@ from trainer.predictions import read_predictions
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run ~10x faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each (conftest.py)
 
 
 def run_cli(args, **kwargs) -> subprocess.CompletedProcess:
