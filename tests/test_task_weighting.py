@@ -26,12 +26,7 @@ from trainer.surgery import SURGERIES, build_surgery
 from trainer.surgery.scaling import GradientScaling
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each (conftest.py)
 
 
 def expected_scales(grads, mode, max_norm=1.0):
