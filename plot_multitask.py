@@ -29,11 +29,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-ADJUSTMENTS = re.compile(r"^surgery/(?P<pair>.+)/adjustments$")
-# Per task (the name is the first group): a Gramian weighting's weight, the gradient norm, the loss weight.
-WEIGHTS = re.compile(r"^surgery/([^/-]+)/weight$")
-GRAD_NORMS = re.compile(r"^surgery/([^/-]+)/grad_norm$")
-LOSS_WEIGHTS = re.compile(r"^loss_weight/(.+)$")
+# Each series is named by the group `name` (the task pair or the task), else by its key.
+ADJUSTMENTS = re.compile(r"^surgery/(?P<name>.+)/adjustments$")
+# Per task: a Gramian weighting's weight, the gradient norm, the loss weight.
+WEIGHTS = re.compile(r"^surgery/(?P<name>[^/-]+)/weight$")
+GRAD_NORMS = re.compile(r"^surgery/(?P<name>[^/-]+)/grad_norm$")
+LOSS_WEIGHTS = re.compile(r"^loss_weight/(?P<name>.+)$")
 
 
 def load_log_history(path: Path) -> list[dict]:
@@ -64,7 +65,7 @@ def per_epoch(history: list[dict], pattern: re.Pattern | str, reduce: str) -> di
         for key, value in entry.items():
             match = pattern.match(key)
             if match:
-                name = match.group(1) if match.groups() else key
+                name = match.groupdict().get("name", key)
                 values[name][epoch].append(value)
     combine = (lambda xs: sum(xs) / len(xs)) if reduce == "mean" else sum
     return {name: {epoch: combine(xs) for epoch, xs in sorted(by_epoch.items())} for name, by_epoch in values.items()}
