@@ -20,7 +20,6 @@ the screen) is part of each run's name, `<row>-e<epochs>-seed<k>`, so the screen
 Results go to `results/methods/runs/`, the table to `results/methods/table.md`, with each row's command.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -105,15 +104,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "methods")
-    parser.add_argument("--results_dir", type=Path, default=REPO / "results" / "methods")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--num_train_epochs", type=float, default=1.0)
-    parser.add_argument("--dry_run", action="store_true")
-    parser.add_argument("--table_only", action="store_true")
-    parser.add_argument("--commit_results", action="store_true")
+    parser = recipe_ablation.rows_parser(__doc__.strip().splitlines()[0], ROWS, "methods")
     args, passthrough = parser.parse_known_args(argv)
     args.output_dir, args.results_dir = args.output_dir.resolve(), args.results_dir.resolve()
     runs = build_runs(args, passthrough)

@@ -183,18 +183,24 @@ def run_all(runs: list[runner.Run], outcome: dict, commit_label: str | None = No
             )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "recipe")
-    parser.add_argument("--results_dir", type=Path, default=REPO / "results" / "recipe")
-    parser.add_argument("--paper_output_dir", type=Path, default=REPO / "outputs" / "paper")
-    parser.add_argument("--paper_results_dir", type=Path, default=REPO / "results" / "paper")
+def rows_parser(description: str, rows: dict, name: str) -> argparse.ArgumentParser:
+    """The arguments of a script of rows: outputs/<name> and results/<name>, seeds, rows, the budget, what to do."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / name)
+    parser.add_argument("--results_dir", type=Path, default=REPO / "results" / name)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", default=list(rows), choices=list(rows))
     parser.add_argument("--num_train_epochs", type=float, default=1.0)
     parser.add_argument("--dry_run", action="store_true")
     parser.add_argument("--table_only", action="store_true")
     parser.add_argument("--commit_results", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = rows_parser(__doc__.strip().splitlines()[0], ROWS, "recipe")
+    parser.add_argument("--paper_output_dir", type=Path, default=REPO / "outputs" / "paper")
+    parser.add_argument("--paper_results_dir", type=Path, default=REPO / "results" / "paper")
     args, passthrough = parser.parse_known_args(argv)
     for name in ("output_dir", "results_dir", "paper_output_dir", "paper_results_dir"):
         setattr(args, name, getattr(args, name).resolve())
