@@ -66,16 +66,9 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
         for row in args.rows:
             name = f"{row}-e{epochs}"
             output_dir = args.output_dir / f"{name}-seed{seed}"
-            argv = [
-                "python", "run_multitask.py", *ROWS[row][1],
-                "--seed", str(seed),
-                "--output_dir", runner.command_path(output_dir),
-                *runner.shared_flags(args.num_train_epochs),
-                *passthrough,
-            ]  # fmt: skip
-            runs.append(
-                runner.Run(name, seed, output_dir, argv, args.results_dir / "runs" / f"{name}-seed{seed}.json")
-            )
+            argv = recipe_ablation.row_argv(ROWS[row][1], seed, output_dir, args.num_train_epochs, passthrough)
+            results_file = args.results_dir / "runs" / f"{name}-seed{seed}.json"
+            runs.append(runner.Run(name, seed, output_dir, argv, results_file))
     return runs
 
 

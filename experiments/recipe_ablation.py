@@ -96,18 +96,24 @@ TARGETS = {"sst": 0.50, "para": 0.85, "sts": 0.87}
 PAPER_COMBINED = {"sst": 0.499, "para": 0.787, "sts": 0.727, "overall": 0.671}
 
 
+def row_argv(flags: list[str], seed: int, output_dir: Path, epochs: float, passthrough: list[str]) -> list[str]:
+    """A row's `run_multitask.py` command: its flags, then the seed, the output dir and the shared budget."""
+    return [
+        "python", "run_multitask.py", *flags,
+        "--seed", str(seed),
+        "--output_dir", runner.command_path(output_dir),
+        *runner.shared_flags(epochs),
+        *passthrough,
+    ]  # fmt: skip
+
+
 def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
     runs = []
     for seed in args.seeds:
         for row in args.rows:
             output_dir = args.output_dir / f"{row}-seed{seed}"
-            argv = [
-                "python", "run_multitask.py", *ROWS[row][1],
-                "--seed", str(seed),
-                "--output_dir", runner.command_path(output_dir),
-                *runner.shared_flags(ROW_EPOCHS.get(row, args.num_train_epochs)),
-                *passthrough,
-            ]  # fmt: skip
+            epochs = ROW_EPOCHS.get(row, args.num_train_epochs)
+            argv = row_argv(ROWS[row][1], seed, output_dir, epochs, passthrough)
             results_file = args.results_dir / "runs" / f"{row}-seed{seed}.json"
             if row == "combined":  # the paper reproduction's run, with the same command: shared, not run twice
                 output_dir = args.paper_output_dir / f"{row}-seed{seed}"
