@@ -49,8 +49,7 @@ from trainer.checkpoints import (
 )
 from trainer.cs224n_builder import data_file, load_cs224n
 from trainer.hub_tasks import load_hub_task, to_task_columns
-from trainer.loss_weighting import LOSS_WEIGHTING_STATE_NAME, LOSS_WEIGHTINGS
-from trainer.multitask_trainer import SURGERY_STATE_NAME, MultitaskTrainer
+from trainer.multitask_trainer import MultitaskTrainer, required_state_files
 from trainer.output_lock import LOCK_NAME, lock_output_dir
 from trainer.predictions import replace_folder, write_predictions
 from trainer.surgery import METHODS
@@ -533,10 +532,7 @@ def prepare_output_dir(
         raise ValueError("--overwrite_output_dir would delete what --resume_from_checkpoint resumes: give only one.")
     if resume is not None:
         checkpoint = last_complete_checkpoint(str(output_dir)) if resume.lower() in ("true", "last") else resume
-        required = [SURGERY_STATE_NAME] if METHODS[training_args.gradient_surgery].has_state else []
-        if LOSS_WEIGHTINGS[training_args.loss_weighting].has_state:
-            required.append(LOSS_WEIGHTING_STATE_NAME)
-        check_checkpoint(checkpoint, run_config, required_files=tuple(required))
+        check_checkpoint(checkpoint, run_config, required_files=required_state_files(training_args))
         return checkpoint, False
     if not output_dir.is_dir() or not [path for path in output_dir.iterdir() if path.name != LOCK_NAME]:
         return None, False

@@ -104,10 +104,14 @@ def run_config_differences(saved: dict[str, Any], current: dict[str, Any]) -> li
 
 def write_json_atomically(path: str, data: dict[str, Any]) -> None:
     """Writes `path` so that it is either absent, the old file, or the complete new one, also after a kill."""
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `text` aside, then renames it to `path`: a kill leaves the old file or the new one, never a part."""
     temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)

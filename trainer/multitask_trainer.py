@@ -38,18 +38,26 @@ from .checkpoints import (
 )
 from .data_collator import MultitaskCollator
 from .fsdp import enable_fsdp_on_cpu, like_parameter, local_tensor, requested_fsdp_plugin, with_own_class
-from .loss_weighting import LOSS_WEIGHTING_STATE_NAME, build_loss_weighting
+from .loss_weighting import LOSS_WEIGHTING_STATE_NAME, LOSS_WEIGHTINGS, build_loss_weighting
 from .metrics import load_task_metric
 from .model_card import build_model_card, describe_hardware
 from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
-from .surgery import SparseRows, build_surgery, parameter_groups
+from .surgery import METHODS, SparseRows, build_surgery, parameter_groups
 from .surgery.scaling import GradientScaling
 
 
 logger = logging.get_logger(__name__)
 
 SURGERY_STATE_NAME = "gradient_surgery.pt"
+
+
+def required_state_files(args) -> tuple[str, ...]:
+    """The files beside the Trainer's own that a checkpoint of a run with these arguments must hold to resume."""
+    required = [SURGERY_STATE_NAME] if METHODS[args.gradient_surgery].has_state else []
+    if LOSS_WEIGHTINGS[args.loss_weighting].has_state:
+        required.append(LOSS_WEIGHTING_STATE_NAME)
+    return tuple(required)
 
 
 class MultitaskTrainer(Trainer):
@@ -501,8 +509,7 @@ class MultitaskTrainer(Trainer):
         Raises a `ValueError` that says what is wrong unless `checkpoint` is complete (every file it listed when its
         save finished is there, in full) and its run configuration is this run's, gradient-surgery state included.
         """
-        required = tuple(name for name, _, _ in self._stateful_parts())
-        check_checkpoint(checkpoint, self.run_config(), required_files=required)
+        check_checkpoint(checkpoint, self.run_config(), required_files=required_state_files(self.args))
 
     def _save_checkpoint(self, model, trial):
         run_dir = self._get_output_dir(trial=trial)

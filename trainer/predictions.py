@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .checkpoints import write_text_atomically
 from .tasks import get_task
 
 
@@ -23,15 +24,10 @@ def write_predictions(path: Path, task: str, ids, predictions) -> Path:
         raise ValueError(f"{path}: {len(ids)} ids but {len(predictions)} predictions.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside, then renamed: a kill leaves the old file or the new one, never a truncated one.
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w") as f:
-        f.write(f"id \t {get_task(task).prediction_header} \n")
-        for example_id, prediction in zip(ids, predictions):
-            f.write(f"{example_id} , {prediction.item() if hasattr(prediction, 'item') else prediction} \n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    lines = [f"id \t {get_task(task).prediction_header} \n"]
+    for example_id, prediction in zip(ids, predictions):
+        lines.append(f"{example_id} , {prediction.item() if hasattr(prediction, 'item') else prediction} \n")
+    write_text_atomically(str(path), "".join(lines))
     return path
 
 
