@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedConfig, set_seed
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
-from modeling_bert_pals.configuration_bert_pals import TASK_OPTION_DEFAULTS
+from modeling_bert_pals.configuration_bert_pals import HEAD_OPTIONS
 from trainer.checkpoints import (
     build_run_config,
     check_checkpoint,
@@ -71,11 +71,9 @@ MODEL_OPTIONS = (
     "classifier_dropout",
     "pal_decoder_init",
 )
-# Per-task head options: `ModelArguments` field -> key of the task's entry in `BertPalsConfig.tasks`. Encoding and
-# features change a head's weights; the loss does not, and a saved model may be trained on with another.
-HEAD_OPTIONS = {"pair_encoding": "encoding", "pair_features": "features", "loss": "loss"}
-HEAD_ARGUMENTS = {key: f"--{argument}" for argument, key in HEAD_OPTIONS.items()}
-STRUCTURAL_HEAD_OPTIONS = ("encoding", "features")
+# Per-task head options (the config's `HEAD_OPTIONS`): `ModelArguments` field -> key of the task's entry. The options
+# that change a head's weights a saved model keeps; the others (its loss) it may be trained on with another.
+HEAD_FLAGS = {option.flag: key for key, option in HEAD_OPTIONS.items()}
 # What a CLI user gets as one line and exit status 1 (bad arguments, missing or damaged files, a diverged run), rather
 # than a traceback; anything else is a bug, and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, StrictDataclassError, SafetensorError)
@@ -142,28 +140,13 @@ class ModelArguments:
     pooling: str | None = field(default=None, metadata={"help": "Sentence embedding: 'pooler' or 'mean'."})
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads (0.3)."})
     pal_decoder_init: str | None = field(default=None, metadata={"help": "'zeros' (start as BERT) or 'normal'."})
-    pair_encoding: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "How pair tasks read their two sentences: 'separate' (the paper: each encoded alone) or 'cross' "
-            "(one sequence [CLS] a [SEP] b [SEP]). A bare value applies to every pair task, 'task=value' to one."
-        },
-    )
-    pair_features: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Features of a separately encoded pair's linear head: 'concat' ([u, v], the paper's) or 'sbert' "
-            "([u, v, |u-v|, u*v]). A bare value applies to every task whose head takes it, 'task=value' to one."
-        },
-    )
-    loss: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Task losses: 'cross_entropy', 'cross_entropy+ranking' (binary pair tasks encoded separately: "
-            "adds multiple-negatives ranking over the batch's positive pairs), 'mse' or 'cosent' (regression). A "
-            "bare value applies to every task whose head takes it, 'task=value' to one."
-        },
-    )
+    # The per-task head options (`HEAD_OPTIONS`): a bare value applies to every task whose head takes it,
+    # 'task=value' to one.
+    pair_encoding: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["encoding"].help})
+    pair_features: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["features"].help})
+    loss: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["loss"].help})
+    label_smoothing: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["label_smoothing"].help})
+    rdrop: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["rdrop"].help})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets."})
 
 
@@ -423,9 +406,9 @@ def apply_head_options(
     specs: dict[str, dict], model_args: ModelArguments, sts_head: str, saved: str | None = None
 ) -> dict[str, dict]:
     """
-    The task entries with the head options of the command line (`--pair_encoding`, `--pair_features`, `--loss`): a
-    bare value sets the option of every task whose head takes it (at least one must), then a `task=value` item sets
-    one task's. A saved model (`saved`, its path) keeps the options that shape its weights.
+    The task entries with the head options of the command line (`HEAD_OPTIONS`: `--pair_encoding`, `--loss`,
+    `--rdrop`, ...): a bare value sets the option of every task whose head takes it (at least one must), then a
+    `task=value` item sets one task's. A saved model (`saved`, its path) keeps the options that shape its weights.
     """
     result = {task: dict(spec) for task, spec in specs.items()}
 
@@ -436,31 +419,43 @@ def apply_head_options(
             return error
         return None
 
-    for argument, key in HEAD_OPTIONS.items():
-        items = getattr(model_args, argument)
-        for value in [item for item in items if "=" not in item]:
-            takers = [task for task in result if accepts(task, key, value) is None]
+    def takes(task, key, value):  # for a bare value: a task whose kind lists it (not only tolerates an old value)
+        return HEAD_OPTIONS[key].problem(result[task]["kind"], value) is None and accepts(task, key, value) is None
+
+    for flag, key in HEAD_FLAGS.items():
+        items = [(item, *item.rpartition("=")[::2]) for item in getattr(model_args, flag)]
+        for item, task, text in sorted(items, key=lambda entry: bool(entry[1])):  # bare values first
+            value = parse_head_option(flag, key, item, text)
+            if task and task not in result:
+                raise ValueError(f"--{flag} {item}: {task!r} is not one of the tasks {list(result)}.")
+            takers = [task] if task else [name for name in result if takes(name, key, value)]
             if not takers:
-                raise ValueError(f"--{argument} {value}: none of the tasks {list(result)} has a head that takes it.")
-            for task in takers:
-                result[task][key] = value
-        for item in [item for item in items if "=" in item]:
-            task, _, value = item.partition("=")
-            if task not in result:
-                raise ValueError(f"--{argument} {item}: {task!r} is not one of the tasks {list(result)}.")
-            error = accepts(task, key, value)
+                raise ValueError(f"--{flag} {item}: none of the tasks {list(result)} has a head that takes it.")
+            error = accepts(takers[0], key, value) if task else None
             if error is not None:
-                raise ValueError(f"--{argument} {item}: {error}")
-            result[task][key] = value
+                raise ValueError(f"--{flag} {item}: {error}")
+            for name in takers:
+                result[name][key] = value
     for task in result if saved is not None else ():
-        for key in STRUCTURAL_HEAD_OPTIONS:
-            before, after = (spec.get(key, TASK_OPTION_DEFAULTS[key]) for spec in (specs[task], result[task]))
+        kind = result[task]["kind"]
+        for key in [key for key, option in HEAD_OPTIONS.items() if option.changes_weights]:
+            before, after = (spec.get(key, HEAD_OPTIONS[key].default(kind)) for spec in (specs[task], result[task]))
             if before != after:
                 raise ValueError(
-                    f"{HEAD_ARGUMENTS[key]} {after}: {saved} is a saved model whose task {task!r} has {key} "
+                    f"--{HEAD_OPTIONS[key].flag} {after}: {saved} is a saved model whose task {task!r} has {key} "
                     f"{before!r}; the option would change which weights it has."
                 )
     return result
+
+
+def parse_head_option(flag: str, key: str, item: str, text: str):
+    """The value of one `--flag [task=]value` item: a number for a number option, else the text."""
+    if not HEAD_OPTIONS[key].is_number:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--{flag} {item}: {text!r} is not a number.") from None
 
 
 def check_run_against_model(

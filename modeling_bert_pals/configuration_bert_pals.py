@@ -7,6 +7,7 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """BERT with Projected Attention Layers (PALs) for multi-task learning: configuration."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -14,16 +15,114 @@ from transformers import BertConfig
 
 
 TASK_KINDS = ("classification", "pair_classification", "pair_regression")
-# Per-task head options (`tasks[name]`): how a pair is encoded, the features of a bi-encoder pair head, the loss.
-PAIR_ENCODINGS = ("separate", "cross")
-PAIR_FEATURES = ("concat", "sbert")
-TASK_LOSSES = {
-    "classification": ("cross_entropy",),
-    "pair_classification": ("cross_entropy", "cross_entropy+ranking"),
-    "pair_regression": ("mse", "cosent"),
+
+
+@dataclass(frozen=True)
+class HeadOption:
+    """
+    One option of a task's head: a key of the task's entry in `BertPalsConfig.tasks`, described once for everything
+    that reads it (`check_task`, the heads, the command line, the reuse check of a saved model, the model card).
+
+    Args:
+        name (`str`):
+            The key in the task entry.
+        values (`dict[str, tuple]`):
+            The values of each task kind that takes the option, its default first. A number option gives only its
+            default; `minimum` and `maximum` bound it. A kind without an entry takes no such option.
+        changes_weights (`bool`):
+            Whether the option changes which parameters the head has: a saved model keeps its own value.
+        flag (`str`):
+            The command-line argument of `run_multitask.py` that sets it (`--flag value` or `--flag task=value`).
+        help (`str`):
+            What the values mean.
+    """
+
+    name: str
+    values: dict[str, tuple]
+    changes_weights: bool
+    flag: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None  # exclusive
+
+    @property
+    def is_number(self) -> bool:
+        return self.minimum is not None
+
+    def default(self, kind: str):
+        return self.values[kind][0] if kind in self.values else None
+
+    def problem(self, kind: str, value) -> str | None:
+        """Why `value` is not a value of this option for a task of `kind`, or None when it is."""
+        if kind not in self.values:
+            return f"a {kind} task takes no `{self.name}`"
+        if not self.is_number:
+            allowed = self.values[kind]
+            return None if value in allowed else f"{self.name} {value!r} is not one of {allowed}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{self.name} must be a number; got {value!r}"
+        if not (self.minimum <= value and (self.maximum is None or value < self.maximum)):
+            upper = "inf" if self.maximum is None else f"{self.maximum:g}"
+            return f"{self.name} {value!r} is outside [{self.minimum:g}, {upper})"
+        return None
+
+
+PAIR_KINDS = ("pair_classification", "pair_regression")
+CLASSIFICATION_KINDS = ("classification", "pair_classification")
+HEAD_OPTIONS = {
+    option.name: option
+    for option in (
+        HeadOption(
+            "encoding",
+            {"classification": ("single",), **dict.fromkeys(PAIR_KINDS, ("separate", "cross"))},
+            changes_weights=True,
+            flag="pair_encoding",
+            help="How a pair is read: 'separate' (each sentence encoded alone, as in the paper) or 'cross' (one "
+            "sequence [CLS] a [SEP] b [SEP]); a single sentence is 'single'.",
+        ),
+        HeadOption(
+            "features",
+            dict.fromkeys(PAIR_KINDS, ("concat", "sbert")),
+            changes_weights=True,
+            flag="pair_features",
+            help="Features of a separately encoded pair's linear head: 'concat' ([u, v], the paper's) or 'sbert' "
+            "([u, v, |u-v|, u*v]).",
+        ),
+        HeadOption(
+            "loss",
+            {
+                "classification": ("cross_entropy",),
+                "pair_classification": ("cross_entropy", "cross_entropy+ranking"),
+                "pair_regression": ("mse", "cosent"),
+            },
+            changes_weights=False,
+            flag="loss",
+            help="'cross_entropy', 'cross_entropy+ranking' (binary pair tasks encoded separately: adds "
+            "multiple-negatives ranking over the batch's positive pairs), 'mse' or 'cosent' (regression).",
+        ),
+        HeadOption(
+            "label_smoothing",
+            dict.fromkeys(CLASSIFICATION_KINDS, (0.0,)),
+            changes_weights=False,
+            flag="label_smoothing",
+            help="Label smoothing of a classification task's cross-entropy, in [0, 1).",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        HeadOption(
+            "rdrop",
+            dict.fromkeys(TASK_KINDS, (0.0,)),
+            changes_weights=False,
+            flag="rdrop",
+            help="R-Drop (Liang et al. 2021) weight alpha >= 0: in training the batch runs twice (two dropout masks) "
+            "and the loss adds alpha x the divergence of the two outputs (symmetric KL, or the squared difference of "
+            "two scores); 0 turns it off.",
+            minimum=0.0,
+        ),
+    )
 }
-# What a task entry without the option gets.
-TASK_OPTION_DEFAULTS = {"encoding": "separate", "features": "concat"}
+# Values that configs written before `HEAD_OPTIONS` may carry for a single sentence, which mean the default.
+LEGACY_OPTION_VALUES = {("classification", "encoding"): "separate", ("classification", "features"): "concat"}
 STS_HEADS = ("linear", "cosine")
 POOLINGS = ("pooler", "mean")
 PAL_DECODER_INITS = ("zeros", "normal")
@@ -145,14 +244,11 @@ class BertPalsConfig(BertConfig):
         num_labels = spec.get("num_labels", 1)
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"Task {name!r} has num_labels={num_labels!r}; expected a positive int.")
-        pair = kind != "classification"
-        for option, value, allowed in (
-            ("encoding", spec.get("encoding", "separate"), PAIR_ENCODINGS if pair else ("separate",)),
-            ("features", spec.get("features", "concat"), PAIR_FEATURES if pair else ("concat",)),
-            ("loss", spec.get("loss", TASK_LOSSES[kind][0]), TASK_LOSSES[kind]),
-        ):
-            if value not in allowed:
-                raise ValueError(f"Task {name!r} ({kind}): {option} {value!r} is not one of {allowed}.")
+        for key, option in HEAD_OPTIONS.items():
+            if key in spec and LEGACY_OPTION_VALUES.get((kind, key)) != spec[key]:
+                problem = option.problem(kind, spec[key])
+                if problem is not None:
+                    raise ValueError(f"Task {name!r} ({kind}): {problem}.")
         if spec.get("encoding") == "cross" and spec.get("features", "concat") != "concat":
             raise ValueError(f"Task {name!r}: `features` are those of two separately encoded sentences, not 'cross'.")
         if kind == "pair_regression" and sts_head == "cosine" and spec.get("features", "concat") != "concat":

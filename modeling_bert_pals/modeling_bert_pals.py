@@ -33,7 +33,7 @@ from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_bert_pals import BertPalsConfig
+from .configuration_bert_pals import HEAD_OPTIONS, BertPalsConfig
 
 
 logger = logging.get_logger(__name__)
@@ -346,15 +346,27 @@ class TaskHead(nn.Module):
     encoding = "single"
     metric = "accuracy"
     is_regression = False
-    default_loss = "cross_entropy"  # the loss options each kind takes are checked by the config (`TASK_LOSSES`)
 
     def __init__(self, spec: dict):
         super().__init__()
-        self.loss_name = spec.get("loss", self.default_loss)
+        # The options are described, with their defaults, by the config's `HEAD_OPTIONS`.
+        option = {key: spec.get(key, HEAD_OPTIONS[key].default(spec["kind"])) for key in HEAD_OPTIONS}
+        self.loss_name = option["loss"]
+        self.label_smoothing = option["label_smoothing"] or 0.0
+        self.rdrop = option["rdrop"]
         self.num_labels = spec.get("num_labels", 1)
 
     def loss(self, logits, labels, embeddings, embeddings_b=None) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels.long(), ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(
+            logits.float(), labels.long(), ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing
+        )
+
+    def divergence(self, logits: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+        """R-Drop's term: the symmetric KL divergence of two class distributions, summed over classes, row mean."""
+        log_p, log_q = F.log_softmax(logits.float(), -1), F.log_softmax(logits_b.float(), -1)
+        kl_pq = (log_p.exp() * (log_p - log_q)).sum(-1)
+        kl_qp = (log_q.exp() * (log_q - log_p)).sum(-1)
+        return 0.5 * (kl_pq + kl_qp).mean()
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """Class ids, or the scores of a regression task."""
@@ -434,7 +446,6 @@ class RegressionHead(TaskHead):
 
     metric = "pearson"
     is_regression = True
-    default_loss = "mse"
 
     def __init__(self, spec: dict):
         super().__init__(spec)
@@ -448,6 +459,10 @@ class RegressionHead(TaskHead):
         if self.loss_name == "cosent":
             return cosent_loss(self.similarity(logits, embeddings, embeddings_b), labels)
         return F.mse_loss(logits.float(), labels.float())
+
+    def divergence(self, logits: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+        """R-Drop's term for a score: the squared difference of the two scores, row mean (the MSE loss's scale)."""
+        return F.mse_loss(logits.float(), logits_b.float())
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
@@ -512,16 +527,25 @@ class CrossEncoderRegressionHead(RegressionHead):
         return torch.sigmoid(self.classifier(self.dropout(embeddings))).squeeze(-1) * self.max_score
 
 
+# The head of a task entry, by (kind, encoding, STS head): a separately encoded pair-regression task's head is the
+# config's `sts_head`; every other head is set by its kind and encoding alone (None).
+HEAD_CLASSES = {
+    ("classification", "single", None): SentenceClassificationHead,
+    ("pair_classification", "separate", None): PairClassificationHead,
+    ("pair_classification", "cross", None): CrossEncoderClassificationHead,
+    ("pair_regression", "separate", "cosine"): CosineSimilarityHead,
+    ("pair_regression", "separate", "linear"): PairRegressionHead,
+    ("pair_regression", "cross", None): CrossEncoderRegressionHead,
+}
+
+
 def task_head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:
     """The head class of a task entry of `BertPalsConfig.tasks` (`sts_head` chooses between the two STS heads)."""
-    cross = spec.get("encoding") == "cross"
-    if spec["kind"] == "classification":
-        return SentenceClassificationHead
-    if spec["kind"] == "pair_classification":
-        return CrossEncoderClassificationHead if cross else PairClassificationHead
-    if cross:
-        return CrossEncoderRegressionHead
-    return CosineSimilarityHead if sts_head == "cosine" else PairRegressionHead
+    kind = spec["kind"]
+    # A single sentence is always "single" (configs written before `HEAD_OPTIONS` may say "separate").
+    encoding = "single" if kind == "classification" else spec.get("encoding", HEAD_OPTIONS["encoding"].default(kind))
+    key = (kind, encoding, sts_head if (kind, encoding) == ("pair_regression", "separate") else None)
+    return HEAD_CLASSES[key]
 
 
 @dataclass
@@ -625,15 +649,37 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             token_type_ids_b,
             labels,
         )
+        inputs = (input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b)
+        rdrop = self.training and labels is not None and head.rdrop > 0
+        if rdrop:  # R-Drop: the batch twice in one pass, so that each copy gets its own dropout masks
+            inputs = tuple(None if tensor is None else torch.cat([tensor, tensor]) for tensor in inputs)
         if head.encoding == "separate":
-            embeddings, embeddings_b = self._embed_pair(
-                task, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b, token_type_ids_b
-            )
+            embeddings, embeddings_b = self._embed_pair(task, *inputs)
         else:
-            embeddings, embeddings_b = self.embed(input_ids, attention_mask, token_type_ids, task=task), None
+            embeddings, embeddings_b = self.embed(*inputs[:3], task=task), None
         logits = head(embeddings, embeddings_b)
+        if rdrop:
+            return self._rdrop_output(head, labels, logits, embeddings, embeddings_b)
         loss = head.loss(logits, labels, embeddings, embeddings_b) if labels is not None else None
         return MultitaskOutput(loss=loss, logits=logits, embeddings=embeddings, embeddings_b=embeddings_b)
+
+    @staticmethod
+    def _rdrop_output(head, labels, logits, embeddings, embeddings_b) -> MultitaskOutput:
+        """
+        R-Drop (Liang et al. 2021) on a batch that ran twice: `(loss_1 + loss_2) / 2 + alpha * divergence(out_1,
+        out_2)`, with each copy's own loss (so that batch-wise losses, ranking and CoSENT, see each copy alone) and
+        `head.divergence` between the two outputs. The outputs returned are the first copy's.
+        """
+        halves = [
+            tensor.chunk(2) if tensor is not None else (None, None) for tensor in (logits, embeddings, embeddings_b)
+        ]
+        (logits_1, logits_2), (embeddings_1, embeddings_2), (embeddings_b1, embeddings_b2) = halves
+        loss = 0.5 * (
+            head.loss(logits_1, labels, embeddings_1, embeddings_b1)
+            + head.loss(logits_2, labels, embeddings_2, embeddings_b2)
+        )
+        loss = loss + head.rdrop * head.divergence(logits_1, logits_2)
+        return MultitaskOutput(loss=loss, logits=logits_1, embeddings=embeddings_1, embeddings_b=embeddings_b1)
 
     def _check_inputs(self, task, head, input_ids, attention_mask, token_type_ids, input_ids_b, attention_mask_b,
                       token_type_ids_b, labels):  # fmt: skip

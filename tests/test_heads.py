@@ -57,6 +57,13 @@ VARIANTS = {
         "cosine",
         (CrossEncoderClassificationHead, CrossEncoderRegressionHead),
     ),
+    # The regularisers: label smoothing changes the loss also in evaluation; R-Drop acts in training only.
+    "cross-regularised": (
+        {"encoding": "cross", "label_smoothing": 0.2, "rdrop": 1.0},
+        {"rdrop": 0.5},
+        "cosine",
+        (CrossEncoderClassificationHead, CosineSimilarityHead),
+    ),
 }
 
 

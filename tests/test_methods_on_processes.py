@@ -21,7 +21,7 @@ import pytest
 from conftest import SAME_TRAINING_TOLERANCE
 from safetensors.torch import load_file
 from test_fsdp import ENV, REPO, fsdp_args, largest_differences, tiny_args
-from train_every_method import CONFIGURATIONS
+from train_every_method import CONFIGURATIONS, NOT_UNDER_FSDP
 from transformers import BertModel
 
 import plot_multitask
@@ -56,8 +56,11 @@ def runs(tiny_checkpoint, tiny_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
-@pytest.mark.parametrize("configuration", list(CONFIGURATIONS))
+@pytest.mark.parametrize(
+    "configuration, sharding",
+    [(name, sharding) for sharding in ("ddp", "fsdp") for name in CONFIGURATIONS]
+    + [(name, "ddp") for name in NOT_UNDER_FSDP],
+)
 def test_two_processes_equal_one_process_on_the_union(runs, tiny_checkpoint, configuration, sharding):
     one, two = runs["one"] / configuration, runs[sharding] / configuration
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")

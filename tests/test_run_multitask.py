@@ -67,6 +67,11 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
         assert key in results
     overall = (results["eval_sst_accuracy"] + results["eval_para_accuracy"] + results["eval_sts_pearson"]) / 3
     assert results["eval_overall"] == pytest.approx(overall)
+    # The CS224N leaderboard's score beside it (the paper's mean stays the metric that picks the best checkpoint).
+    leaderboard = (
+        results["eval_sst_accuracy"] + results["eval_para_accuracy"] + (results["eval_sts_pearson"] + 1) / 2
+    ) / 3
+    assert results["eval_leaderboard"] == pytest.approx(leaderboard)
 
     # Every id of every dev and test-student file exactly once, in the course's format.
     expected = {("sst", "dev"), ("sst", "test"), ("para", "dev"), ("sts", "dev"), ("sts", "test")}
@@ -86,7 +91,7 @@ def test_train_evaluate_predict_and_model_card(tiny_checkpoint, data_dir, tmp_pa
 
     card = (tmp_path / "README.md").read_text()
     assert "model-index" in card and "preset `combined`" in card and "eval_overall" not in card
-    assert f"{results['eval_overall']:.4f}" in card
+    assert f"{results['eval_overall']:.4f}" in card and f"{results['eval_leaderboard']:.4f}**" in card
     # The training time and what it was measured on; no pre-training note for a checkpoint without one.
     assert (
         f"{results['train_runtime'] / 60:.1f} minutes (`train_runtime` of the last `train()` call, which ended at "

@@ -25,12 +25,17 @@ CONFIGURATIONS = {
     "none+clip": ["--gradient_surgery", "none", "--gradient_scaling", "clip", "--per_task_max_grad_norm", "0.5"],
     "pcgrad+uncertainty": ["--gradient_surgery", "pcgrad", "--loss_weighting", "uncertainty"],
     "mgda+weights": ["--gradient_surgery", "mgda", "--task_weights", "sst=2", "sts=0.5"],
+    # The regularisers of the heads (without dropout R-Drop's divergence is 0, but the batch runs twice).
+    "upgrad+regularisers": ["--gradient_surgery", "upgrad", "--rdrop", "1", "--label_smoothing", "0.1"],
 }
+# Weight averaging keeps whole weights: one process or DDP, not FSDP.
+NOT_UNDER_FSDP = {"pcgrad+ema": ["--gradient_surgery", "pcgrad", "--ema_decay", "0.5", "--rdrop", "sts=1"]}
 
 
 def main(argv: list[str]) -> None:
     root, common = argv[0], argv[1:]
-    for name, flags in CONFIGURATIONS.items():
+    configurations = CONFIGURATIONS if "--fsdp" in common else {**CONFIGURATIONS, **NOT_UNDER_FSDP}
+    for name, flags in configurations.items():
         run_multitask.main([*common, *flags, "--output_dir", f"{root}/{name}"])
 
 

@@ -41,6 +41,7 @@ TRAINING_KEYS = (
     "dwa_temperature",
     "surgery_eps",
     "freeze_encoder",
+    "ema_decay",
     # The seed orders the batches (and GradVac's task order): another seed would continue another run's data order.
     "seed",
     "data_seed",

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from modeling_bert_pals.configuration_bert_pals import HEAD_OPTIONS
+
 from .tasks import get_task
 
 
@@ -30,10 +32,15 @@ def describe_hardware(args) -> str:
 
 
 def describe_head(model, task: str) -> str:
-    """`PairClassificationHead (encoding cross, loss cross_entropy)`: the head class and its options."""
+    """`PairClassificationHead (encoding cross, loss cross_entropy, rdrop 1)`: the head class and its options."""
     head, spec = model.heads[task], model.config.tasks[task]
-    options = [f"{key} {spec[key]}" for key in ("encoding", "features") if key in spec]
-    return f"{type(head).__name__} ({', '.join([*options, f'loss {head.loss_name}'])})"
+    options = []
+    for key, option in HEAD_OPTIONS.items():
+        value = spec.get(key, option.default(spec["kind"]))
+        # The loss always; another option when the task entry sets it (a number option when it is not 0).
+        if key == "loss" or (key in spec and not (option.is_number and value == 0)):
+            options.append(f"{key} {value:g}" if option.is_number else f"{key} {value}")
+    return f"{type(head).__name__} ({', '.join(options)})"
 
 
 def build_model_card(
@@ -103,6 +110,7 @@ def build_model_card(
         lr_scheduler=str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
         warmup=args.warmup_steps,
         layerwise_lr_decay=args.layerwise_lr_decay,
+        ema_decay=args.ema_decay,
         batch_size=args.per_device_train_batch_size,
         learning_rate=args.learning_rate,
         epochs=args.num_train_epochs,
@@ -110,6 +118,7 @@ def build_model_card(
         data_source=data_source,
         results=results,
         overall=metrics.get("eval_overall"),
+        leaderboard=metrics.get("eval_leaderboard"),
         train_runtime=metrics.get("train_runtime"),
         train_steps=metrics.get("train_steps"),
         train_hardware=metrics.get("train_hardware"),

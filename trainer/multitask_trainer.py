@@ -20,7 +20,7 @@ import torch.distributed as dist
 from safetensors import SafetensorError
 from torch.distributed.fsdp import FSDPModule
 from torch.utils.data import DataLoader
-from transformers import EvalPrediction, Trainer, TrainerState
+from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 from transformers.utils import logging
@@ -45,6 +45,7 @@ from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
 from .surgery import METHODS, SparseRows, build_surgery, parameter_groups
 from .surgery.scaling import GradientScaling
+from .weight_averaging import TRAINING_WEIGHTS_NAME, WeightAverage
 
 
 logger = logging.get_logger(__name__)
@@ -57,6 +58,8 @@ def required_state_files(args) -> tuple[str, ...]:
     required = [SURGERY_STATE_NAME] if METHODS[args.gradient_surgery].has_state else []
     if LOSS_WEIGHTINGS[args.loss_weighting].has_state:
         required.append(LOSS_WEIGHTING_STATE_NAME)
+    if args.ema_decay > 0:
+        required.append(TRAINING_WEIGHTS_NAME)
     return tuple(required)
 
 
@@ -118,6 +121,8 @@ class MultitaskTrainer(Trainer):
             device=self.args.device,
         )  # fmt: skip
         self._loss_weighting_epoch = None
+        self.weight_average = self._build_weight_average()
+        self._averaging = False  # True while training: evaluations and checkpoints see the average
         # Sparse embedding gradients are not sharded by FSDP: under FSDP the word embeddings keep dense gradients.
         self._word_embeddings = None if self.is_fsdp_enabled else self._sparse_word_embeddings()
         self._fsdp_gather_once = self.is_fsdp_enabled and not self.accelerator.state.fsdp_plugin.reshard_after_forward
@@ -150,6 +155,15 @@ class MultitaskTrainer(Trainer):
             scaling=GradientScaling(self.args.gradient_scaling, self.args.per_task_max_grad_norm),
             **self.args.surgery_hyperparameters,
         )
+
+    def _build_weight_average(self) -> WeightAverage | None:
+        if self.args.ema_decay == 0:
+            return None
+        if self.is_fsdp_enabled:  # each rank holds a shard of the weights, and the checkpoint a gathered copy
+            raise ValueError("--ema_decay: weight averaging runs on one process or under DDP, not under FSDP.")
+        trained = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        self.add_callback(WeightAveragingCallback(self))
+        return WeightAverage(trained, self.args.ema_decay)
 
     def _stateful_parts(self) -> list[tuple[str, object, str]]:
         """What a checkpoint holds beside the Trainer's own files: `(file name, object, what it is)`."""
@@ -466,7 +480,18 @@ class MultitaskTrainer(Trainer):
         As [`Trainer.train`], with safe resuming: `resume_from_checkpoint=True` takes the last *complete* checkpoint
         of `output_dir`, and a checkpoint is resumed from only if it is complete and was written by a run of this
         configuration (see [`~MultitaskTrainer.check_checkpoint`]). Writes the run configuration to `output_dir`.
+        With `--ema_decay`, the model ends with the average: the best checkpoint's, or the last step's.
         """
+        self._averaging = self.weight_average is not None
+        try:
+            output = self._train(resume_from_checkpoint, trial, **kwargs)
+        finally:
+            self._averaging = False
+        if self.weight_average is not None and self._loaded_step is None:
+            self.weight_average.apply()
+        return output
+
+    def _train(self, resume_from_checkpoint, trial, **kwargs):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             logger.info(f"Resuming from {resume_from_checkpoint}, the last complete checkpoint.")
@@ -512,6 +537,13 @@ class MultitaskTrainer(Trainer):
         check_checkpoint(checkpoint, self.run_config(), required_files=required_state_files(self.args))
 
     def _save_checkpoint(self, model, trial):
+        if not self._averaging:
+            return self._save_checkpoint_of_weights(model, trial)
+        # The checkpoint's model is the average; beside it, the weights training continues from.
+        with self.weight_average.swapped_in():
+            self._save_checkpoint_of_weights(model, trial)
+
+    def _save_checkpoint_of_weights(self, model, trial):
         run_dir = self._get_output_dir(trial=trial)
         output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self._check_finite_weights(output_dir)
@@ -526,6 +558,8 @@ class MultitaskTrainer(Trainer):
                 super()._save_checkpoint(model, trial)
                 for name, part, _ in self._stateful_parts() if self.args.should_save else ():
                     torch.save(part.state_dict(), os.path.join(output_dir, name))
+                if self._averaging and self.args.should_save:
+                    self.weight_average.save_training_weights(output_dir)
         finally:
             self.args.save_total_limit = save_total_limit
         if self.args.world_size > 1:
@@ -651,6 +685,8 @@ class MultitaskTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         with _naming_file(os.path.join(resume_from_checkpoint, "model.safetensors"), "model weights"):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.weight_average is not None:  # the checkpoint's model is its average
+            self.weight_average.resume(resume_from_checkpoint)
 
     def _load_rng_state(self, checkpoint):
         with _naming_file(checkpoint, "random number generator state (rng_state*.pth)"):
@@ -723,6 +759,12 @@ class MultitaskTrainer(Trainer):
         the default `eval_dataset` again on the same weights (after training, or after loading the best checkpoint,
         whose evaluation is on record) returns the metrics already computed.
         """
+        if not self._averaging:
+            return self._evaluate_weights(eval_dataset, ignore_keys, metric_key_prefix)
+        with self.weight_average.swapped_in():  # in training, the average is what is evaluated
+            return self._evaluate_weights(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def _evaluate_weights(self, eval_dataset, ignore_keys, metric_key_prefix: str) -> dict[str, float]:
         if eval_dataset is None and (metric_key_prefix, self._weights_step()) in self._evaluated:
             step = self._weights_step()
             logger.info(f"The weights of step {step} were evaluated already: reusing those metrics.")
@@ -738,7 +780,10 @@ class MultitaskTrainer(Trainer):
             main_scores.append(task_metrics[f"{metric_key_prefix}_{task}_{self.metric_name(task)}"])
         self.compute_metrics = None
         metrics[f"{metric_key_prefix}_overall"] = float(np.mean(main_scores))
-        self.log({f"{metric_key_prefix}_overall": metrics[f"{metric_key_prefix}_overall"]})
+        metrics[f"{metric_key_prefix}_leaderboard"] = leaderboard_score(
+            [(self.metric_name(task), score) for task, score in zip(datasets, main_scores)]
+        )
+        self.log({key: metrics[key] for key in (f"{metric_key_prefix}_overall", f"{metric_key_prefix}_leaderboard")})
         if eval_dataset is None:
             self._evaluated[(metric_key_prefix, self._weights_step())] = dict(metrics)
         return metrics
@@ -790,6 +835,18 @@ class MultitaskTrainer(Trainer):
         return compute_metrics
 
 
+# The range of each metric a task is judged by, for the leaderboard score.
+METRIC_RANGES = {"accuracy": (0.0, 1.0), "pearson": (-1.0, 1.0)}
+
+
+def leaderboard_score(scores: list[tuple[str, float]]) -> float:
+    """
+    The CS224N leaderboard's score: the mean of the task metrics, each mapped to [0, 1] (an accuracy as it is, a
+    Pearson r as `(r + 1) / 2`); for the paper's tasks `(SST acc + Quora acc + (STS r + 1) / 2) / 3`.
+    """
+    return float(np.mean([(score - METRIC_RANGES[m][0]) / np.ptp(METRIC_RANGES[m]) for m, score in scores]))
+
+
 @contextlib.contextmanager
 def _naming_file(path: str, what: str):
     """Turns a library's error on reading a damaged file into a `ValueError` that names the file."""
@@ -815,3 +872,13 @@ def _by_length(dataset) -> tuple[object, np.ndarray | None]:
         lengths = np.maximum(lengths, [len(ids) for ids in dataset["input_ids_b"]])
     order = np.argsort(-lengths, kind="stable")
     return dataset.select(order), order
+
+
+class WeightAveragingCallback(TrainerCallback):
+    """Updates the trainer's weight average after every optimizer step."""
+
+    def __init__(self, trainer: MultitaskTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.weight_average.update()

@@ -81,6 +81,13 @@ class MultitaskTrainingArguments(TrainingArguments):
                   "named); with `uncertainty` or `dwa`, a factor on top."},
     )  # fmt: skip
     dwa_temperature: float = field(default=2.0, metadata={"help": "`--loss_weighting dwa`: the temperature T."})
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Above 0: evaluate and save an exponential moving average of the weights with this decay (e.g. "
+            "0.999: about the last 1,000 steps), trained on the weights themselves; 0: off."
+        },
+    )
     layerwise_lr_decay: float = field(
         default=1.0,
         metadata={
@@ -117,6 +124,8 @@ class MultitaskTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
         if not 0.0 < self.layerwise_lr_decay <= 1.0:
             raise ValueError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in [0, 1); got {self.ema_decay}.")
         if not 0.0 <= self.gradvac_beta <= 1.0:
             raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
         self.surgery_hyperparameters = self._resolve_surgery_hyperparameters()
