@@ -55,7 +55,7 @@ from trainer.predictions import replace_folder, write_predictions
 from trainer.presets import PRESETS
 from trainer.surgery import METHODS
 from trainer.tasks import PAPER_TASKS, TASKS, get_task
-from trainer.tokenization import tokenize_task
+from trainer.tokenization import tokenize_split
 from trainer.training_args import MultitaskTrainingArguments
 
 
@@ -607,23 +607,16 @@ def train_evaluate_predict(
     model = build_model(model_args, config)
 
     def prepare(split: str, limit: int | None) -> dict[str, datasets.Dataset]:
-        prepared = {}
-        for task in data_args.tasks:
-            if split not in raw[task]:
-                continue
-            dataset = raw[task][split]
-            if limit is not None:
-                dataset = dataset.select(range(min(limit, len(dataset))))
-            with training_args.main_process_first(desc=f"tokenizing {task} {split}"):
-                prepared[task] = tokenize_task(
-                    dataset,
-                    tokenizer,
-                    task,
-                    model.heads[task].encoding,
-                    data_args.max_seq_length,
-                    data_args.preprocessing_num_workers,
-                )
-        return prepared
+        return tokenize_split(
+            raw,
+            split,
+            tokenizer,
+            {task: model.heads[task].encoding for task in raw},
+            data_args.max_seq_length,
+            data_args.preprocessing_num_workers,
+            limit=limit,
+            main_process_first=training_args.main_process_first,
+        )
 
     train_datasets = prepare("train", data_args.max_train_samples) if training_args.do_train else None
     eval_datasets = prepare("validation", data_args.max_eval_samples) if evaluating(training_args) else None
