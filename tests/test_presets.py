@@ -11,8 +11,8 @@ make a valid model configuration; the paper's numbers are one per paper task, th
 import pytest
 
 import run_multitask
-from trainer.presets import OVERALL, PAPER_PRESETS, PRESETS, Preset
-from trainer.tasks import PAPER_TASKS
+from trainer.presets import PAPER_PRESETS, PRESETS, Preset
+from trainer.tasks import OVERALL, PAPER_TASKS
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
