@@ -93,12 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     outcome = runner.run_rows(args, build_runs(args, passthrough), "Methods")
     if args.dry_run:
         return outcome
-    table = args.results_dir / "table.md"
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(format_table(load_records(args.results_dir)))
-    outcome["written"].append(table)
-    if args.commit_results:
-        runner.commit_results([table], "Methods: screen table")
+    runner.write_table(args, format_table(load_records(args.results_dir)), outcome, "Methods: screen table")
     return outcome
 
 

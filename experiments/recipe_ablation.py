@@ -156,11 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         return outcome
     every_run = build_runs(argparse.Namespace(**{**vars(args), "rows": list(ROWS), "seeds": range(10)}), passthrough)
     records = [read_json(run.results_file) for run in every_run if run.results_file.is_file()]
-    table = args.results_dir / "table.md"
-    table.write_text(format_table(records, read_json(args.results_dir / "frozen_floor.json")))
-    outcome["written"].append(table)
-    if args.commit_results:
-        runner.commit_results([table], "Recipe: ablation table")
+    text = format_table(records, read_json(args.results_dir / "frozen_floor.json"))
+    runner.write_table(args, text, outcome, "Recipe: ablation table")
     return outcome
 
 

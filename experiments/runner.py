@@ -390,3 +390,14 @@ def run_rows(args, runs: list[Run], label: str) -> dict:
     elif not args.table_only:
         outcome.update(run_all(runs, label if args.commit_results else None))
     return outcome
+
+
+def write_table(args, text: str, outcome: dict, message: str) -> Path:
+    """A script of rows' `<results_dir>/table.md`, noted in `outcome["written"]`, committed with `--commit_results`."""
+    table = args.results_dir / "table.md"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(text)
+    outcome["written"].append(table)
+    if args.commit_results:
+        commit_results([table], message)
+    return table
