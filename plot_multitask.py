@@ -54,14 +54,19 @@ def dev_metrics(history: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return dict(series)
 
 
+def epoch_of(entry: dict) -> int:
+    """The epoch a log entry belongs to: epoch 1 covers (0, 1], epoch 2 (1, 2], ..."""
+    return max(1, math.ceil(entry["epoch"]))
+
+
 def per_epoch(history: list[dict], pattern: re.Pattern | str, reduce: str) -> dict[str, dict[int, float]]:
-    """Training-log values matching `pattern`, gathered per epoch (epoch 1 covers (0, 1]) by "mean" or "sum"."""
+    """Training-log values matching `pattern`, gathered per epoch (`epoch_of`) by "mean" or "sum"."""
     pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
     values = defaultdict(lambda: defaultdict(list))
     for entry in history:
         if "epoch" not in entry:
             continue
-        epoch = max(1, math.ceil(entry["epoch"]))
+        epoch = epoch_of(entry)
         for key, value in entry.items():
             match = pattern.match(key)
             if match:
@@ -83,11 +88,18 @@ def logged(history: list[dict], pattern: str) -> dict[str, list[tuple[float, flo
 
 def save(figure, axes, title: str, ylabel: str, path: Path):
     axes.set(title=title, xlabel="epoch", ylabel=ylabel)
-    axes.grid(alpha=0.3)
-    axes.legend()
+    finish(figure, [axes], path)
+
+
+def finish(figure, axes: list, path: Path) -> Path:
+    """Grid and legend on each of `axes`, then the figure to `path` (PNG, 120 dpi), closed."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+    return path
 
 
 def plot_lines(series: dict[str, list[tuple[float, float]]], title: str, ylabel: str, path: Path):

@@ -52,9 +52,10 @@ from trainer.hub_tasks import load_hub_task, to_task_columns
 from trainer.multitask_trainer import MultitaskTrainer, required_state_files
 from trainer.output_lock import LOCK_NAME, lock_output_dir
 from trainer.predictions import replace_folder, write_predictions
+from trainer.presets import PRESETS
 from trainer.surgery import METHODS
 from trainer.tasks import PAPER_TASKS, TASKS, get_task
-from trainer.tokenization import tokenize_task
+from trainer.tokenization import tokenize_split
 from trainer.training_args import MultitaskTrainingArguments
 
 
@@ -79,41 +80,6 @@ HEAD_FLAGS = {option.flag: key for key, option in HEAD_OPTIONS.items()}
 USER_ERRORS = (ValueError, OSError, FloatingPointError, StrictDataclassError, SafetensorError)
 
 MIN_SEQ_LENGTH = 5
-
-# The paper's experiments. Values are command-line defaults: explicit flags override them.
-PRESETS = {
-    # Frozen BERT, one trainable layer per task, the tasks one after the other.
-    "baseline": dict(
-        use_pals=False,
-        sts_head="linear",
-        freeze_encoder=True,
-        task_schedule="sequential",
-        gradient_surgery="none",
-        learning_rate=1e-3,
-    ),
-    # Round-robin over the tasks, BERT fine-tuned, summed losses.
-    "naive": dict(use_pals=False, sts_head="linear", task_schedule="round_robin", gradient_surgery="none"),
-    "pals": dict(use_pals=True, sts_head="linear", task_schedule="round_robin", gradient_surgery="none"),
-    "cosine": dict(use_pals=False, sts_head="cosine", task_schedule="round_robin", gradient_surgery="none"),
-    "gradvac": dict(use_pals=False, sts_head="linear", task_schedule="round_robin", gradient_surgery="gradvac"),
-    "combined": dict(use_pals=True, sts_head="cosine", task_schedule="round_robin", gradient_surgery="gradvac"),
-    # Beyond the paper: the recipe for all-MiniLM-L6-v2 chosen by dev overall, for 60 minutes of training on a 2-core
-    # CPU (README, "Beyond the paper"; experiments/recipe_ablation.py: what each part buys). STS keeps the paper's MSE
-    # on the cosine: with two epochs it beat CoSENT on dev.
-    "best": dict(
-        use_pals=False,
-        sts_head="cosine",
-        pooling="mean",
-        pair_encoding=["para=cross"],
-        loss=["sts=mse"],
-        task_schedule="round_robin",
-        gradient_surgery="none",
-        learning_rate=1e-4,
-        warmup_steps=0.1,
-        layerwise_lr_decay=0.9,
-        num_train_epochs=2,
-    ),
-}
 
 
 def default_model_path() -> str | None:
@@ -225,7 +191,7 @@ def preset_values(preset: str | None) -> dict:
         return {}
     if preset not in PRESETS:
         raise ValueError(f"--preset {preset!r} is not one of {list(PRESETS)}.")
-    return PRESETS[preset]
+    return PRESETS[preset].values
 
 
 def load_raw_datasets(data_args: DataArguments, cache_dir: str | None) -> dict[str, datasets.DatasetDict]:
@@ -636,23 +602,16 @@ def train_evaluate_predict(
     model = build_model(model_args, config)
 
     def prepare(split: str, limit: int | None) -> dict[str, datasets.Dataset]:
-        prepared = {}
-        for task in data_args.tasks:
-            if split not in raw[task]:
-                continue
-            dataset = raw[task][split]
-            if limit is not None:
-                dataset = dataset.select(range(min(limit, len(dataset))))
-            with training_args.main_process_first(desc=f"tokenizing {task} {split}"):
-                prepared[task] = tokenize_task(
-                    dataset,
-                    tokenizer,
-                    task,
-                    model.heads[task].encoding,
-                    data_args.max_seq_length,
-                    data_args.preprocessing_num_workers,
-                )
-        return prepared
+        return tokenize_split(
+            raw,
+            split,
+            tokenizer,
+            {task: model.heads[task].encoding for task in raw},
+            data_args.max_seq_length,
+            data_args.preprocessing_num_workers,
+            limit=limit,
+            main_process_first=training_args.main_process_first,
+        )
 
     train_datasets = prepare("train", data_args.max_train_samples) if training_args.do_train else None
     eval_datasets = prepare("validation", data_args.max_eval_samples) if evaluating(training_args) else None

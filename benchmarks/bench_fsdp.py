@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask  # noqa: E402
 from trainer.multitask_trainer import MultitaskTrainer  # noqa: E402
+from trainer.tasks import PAPER_TASKS, get_task  # noqa: E402
 from trainer.training_args import MultitaskTrainingArguments  # noqa: E402
 
 
@@ -52,7 +53,7 @@ SIZES = {
     "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, pal_size=204,
                    pal_num_heads=6, vocab_size=30522, max_position_embeddings=512),
 }  # fmt: skip
-TASKS = {"sst": "classification", "para": "pair_classification", "sts": "pair_regression"}
+TASKS = {name: get_task(name) for name in PAPER_TASKS}
 # name: (processes, fsdp_config or None)
 CONFIGS = {
     "one process": (1, None),
@@ -118,15 +119,15 @@ def random_datasets(size: int, vocab_size: int, seed: int = 0) -> dict[str, data
         return torch.randint(1000, vocab_size, (length,), generator=generator).tolist()
 
     result = {}
-    for task, kind in TASKS.items():
-        columns = {"task": [task] * size, "input_ids": [sentence() for _ in range(size)]}
-        if kind != "classification":
+    for name, task in TASKS.items():
+        columns = {"task": [name] * size, "input_ids": [sentence() for _ in range(size)]}
+        if task.num_texts == 2:
             columns["input_ids_b"] = [sentence() for _ in range(size)]
-        if kind == "pair_regression":
-            columns["labels"] = (torch.rand(size, generator=generator) * 5).tolist()
+        if task.is_regression:
+            columns["labels"] = (torch.rand(size, generator=generator) * task.label_range[1]).tolist()
         else:
-            columns["labels"] = torch.randint(0, 5 if task == "sst" else 2, (size,), generator=generator).tolist()
-        result[task] = datasets.Dataset.from_dict(columns)
+            columns["labels"] = torch.randint(0, task.num_labels, (size,), generator=generator).tolist()
+        result[name] = datasets.Dataset.from_dict(columns)
     return result
 
 
@@ -134,8 +135,8 @@ def worker(args):
     """One process of a configuration: trains, then writes what it held and called to `<out>/rank<r>.json`."""
     torch.manual_seed(0)
     config = BertPalsConfig(**SIZES[args.size], use_pals=True, sts_head="cosine",
-                            tasks={task: {"kind": kind, "num_labels": {"sst": 5, "para": 2, "sts": 1}[task]}
-                                   for task, kind in TASKS.items()})  # fmt: skip
+                            tasks={name: {"kind": task.kind, "num_labels": task.num_labels}
+                                   for name, task in TASKS.items()})  # fmt: skip
     model = BertPalsForMultitask(config)
     fsdp_config = json.loads(args.fsdp_config) if args.fsdp_config else None
     fsdp = {"fsdp": "full_shard", "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertPalsLayer"],

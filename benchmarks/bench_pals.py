@@ -28,14 +28,20 @@ import torch
 from transformers import AutoTokenizer, BertConfig
 
 from modeling_bert_pals import BertPalsConfig, BertPalsForMultitask
+from trainer.cs224n_builder import data_file
+from trainer.tasks import PAPER_TASKS, get_task
 
 
-def sst_batch(data_dir: Path, tokenizer, size: int, seed: int, device):
-    with open(data_dir / "ids-sst-train.csv", newline="") as f:
-        sentences = [row["sentence"] for row in csv.DictReader(f, delimiter="\t")]
+# The task whose PALs are timed: the paper's single-sentence task (SST), its training file read as it is.
+TASK = get_task(PAPER_TASKS[0])
+
+
+def task_batch(data_dir: Path, tokenizer, size: int, seed: int, device):
+    with open(data_dir / data_file(TASK, "train"), newline="") as f:
+        sentences = [row[TASK.text_columns[0]] for row in csv.DictReader(f, delimiter="\t")]
     batch = random.Random(seed).sample(sentences, size)
     encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
-    labels = torch.randint(0, 5, (size,), generator=torch.Generator().manual_seed(seed)).to(device)
+    labels = torch.randint(0, TASK.num_labels, (size,), generator=torch.Generator().manual_seed(seed)).to(device)
     return encoded, labels
 
 
@@ -78,7 +84,7 @@ def main():
     else:
         model = BertPalsForMultitask.from_pretrained(args.model, pal_decoder_init="normal")
     model.to(device)
-    encoded, labels = sst_batch(args.data_dir, tokenizer, args.batch_size, args.seed, device)
+    encoded, labels = task_batch(args.data_dir, tokenizer, args.batch_size, args.seed, device)
     config, length = model.config, encoded["input_ids"].shape[1]
     h, p = config.hidden_size, config.pal_size
     floor = 1 + (2 * h * p + 3 * p * p + 2 * length * p) / (12 * h * h + 2 * length * h)
@@ -94,7 +100,7 @@ def main():
         model.train()
         model.zero_grad(set_to_none=True)
         outputs = encoder(**encoded, task=task)
-        logits = model.heads["sst"](outputs.pooler_output)
+        logits = model.heads[TASK.name](outputs.pooler_output)
         torch.nn.functional.cross_entropy(logits, labels).backward()
 
     @torch.no_grad()
@@ -104,12 +110,12 @@ def main():
 
     for name, step in [("training step (forward + backward)", train_step), ("inference (forward)", inference)]:
         for _ in range(3):  # warm-up
-            step("sst"), step(None)
-        times = {"sst": [], None: []}
+            step(TASK.name), step(None)
+        times = {TASK.name: [], None: []}
         for _ in range(args.repeats):
-            for task in ("sst", None) if _ % 2 == 0 else (None, "sst"):
+            for task in (TASK.name, None) if _ % 2 == 0 else (None, TASK.name):
                 times[task].append(timed(lambda: step(task), device))
-        with_pals, without = statistics.median(times["sst"]), statistics.median(times[None])
+        with_pals, without = statistics.median(times[TASK.name]), statistics.median(times[None])
         print(
             f"{name}: with PALs {with_pals * 1e3:.1f} ms, without {without * 1e3:.1f} ms, "
             f"ratio {with_pals / without:.3f}x"

@@ -11,35 +11,33 @@ Training time of the paper's six experiments, side by side: seconds per round-ro
 
     python benchmarks/bench_presets.py [--max_steps 40] [--rounds 2] [--presets naive combined] [-- extra flags]
 
-Each preset runs the paper reproduction's command (`experiments/reproduce_paper.py`: batch 8 per task, the baseline
-round-robin) for `--max_steps` training steps in a fresh `run_multitask.py` process, the presets in turn and in
-reverse order on the next round, so that a machine's drift hits them alike. The time per epoch is the median seconds
+Each preset runs the paper reproduction's command (`python -m experiments.reproduce_paper`: batch 8 per task, each
+preset's `reproduction_flags` from `trainer.presets`, so the baseline round-robin) for `--max_steps` training steps
+in a fresh `run_multitask.py` process, the presets in turn and in reverse order on the next round, so that a
+machine's drift hits them alike. The time per epoch is the median seconds
 per step times the reproduction's 1,771 steps; the paper gives 47 minutes (naive) and 2 hours (combined) per epoch
 on its GPU, a ratio of 2.55.
 """
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
+from bench_throughput import REPO, parse_run_args, run  # the script's own folder is on the path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import reproduce_paper  # noqa: E402
-from bench_throughput import parse_run_args, run  # noqa: E402
+from trainer.presets import PAPER_PRESETS, PRESETS
 
 
 STEPS_PER_EPOCH = 1771  # 14,168 Quora training pairs / 8: the reproduction's epoch
+REFERENCE = "naive"  # the reference of the ratios, as of the paper's timing
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    # The first preset is the reference of the ratios: naive, as the paper's timing.
-    parser.add_argument("--presets", nargs="+", default=["naive", "gradvac", "pals", "cosine", "combined", "baseline"])
+    # The first preset is the reference of the ratios; the paper's presets from it on, in the paper's order.
+    start = PAPER_PRESETS.index(REFERENCE)
+    parser.add_argument("--presets", nargs="+", default=[*PAPER_PRESETS[start:], *PAPER_PRESETS[:start]])
     args, extra = parse_run_args(parser, max_steps=40, seed=0)
     seconds = {preset: [] for preset in args.presets}
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +45,7 @@ def main():
             order = args.presets if round_ % 2 == 0 else args.presets[::-1]
             for preset in order:
                 options = argparse.Namespace(**{**vars(args), "preset": preset})
-                flags = reproduce_paper.PRESET_FLAGS.get(preset, []) + extra
+                flags = [*PRESETS[preset].reproduction_flags, *extra]
                 result = run(REPO, Path(tmp) / f"{preset}-{round_}", options, flags)
                 seconds[preset].append(result["train_runtime"] / args.max_steps)
                 print(f"round {round_} {preset}: {seconds[preset][-1]:.3f} s/step", flush=True)
@@ -56,7 +54,7 @@ def main():
     print("|---|---|---|---|---|")
     for preset in args.presets:
         step = statistics.median(seconds[preset])
-        paper = reproduce_paper.PAPER_EPOCH_MINUTES.get(preset, "-")
+        paper = PRESETS[preset].paper_epoch_minutes or "-"
         print(f"| {preset} | {step:.3f} | {step * STEPS_PER_EPOCH / 60:.1f} | {step / reference:.2f}x | {paper} |")
 
 

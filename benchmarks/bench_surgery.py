@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import torch
 import torchjd
 from torchjd.aggregation import GradVac
@@ -39,7 +40,7 @@ from trainer.multitask_trainer import MultitaskTrainer
 from trainer.sampling import MultitaskBatchSampler
 from trainer.surgery import SURGERIES
 from trainer.surgery.rows import combine, gramians, group_slices
-from trainer.tokenization import tokenize_task
+from trainer.tokenization import tokenize_split
 from trainer.training_args import MultitaskTrainingArguments
 
 
@@ -53,11 +54,12 @@ def load_step(args):
     model = BertPalsForMultitask.from_pretrained(args.model, use_pals=False, sts_head="linear").to(args.device)
     raw = {task: load_cs224n(task, args.data_dir)["train"] for task in model.config.task_names}
     sampler = MultitaskBatchSampler({task: len(rows) for task, rows in raw.items()}, args.batch_size, seed=args.seed)
-    indices, offset, rows = next(iter(sampler)), 0, {}
+    indices, offset, drawn = next(iter(sampler)), 0, {}
     for task, dataset in raw.items():
         mine = [i - offset for i in indices if offset <= i < offset + len(dataset)]
-        rows[task] = tokenize_task(dataset.select(mine), tokenizer, task, model.heads[task].encoding)
+        drawn[task] = datasets.DatasetDict(train=dataset.select(mine))
         offset += len(dataset)
+    rows = tokenize_split(drawn, "train", tokenizer, {task: model.heads[task].encoding for task in drawn})
     trainer = make_trainer(args, model, rows, tokenizer, "none")
     step = trainer.data_collator.collate_step([row for dataset in rows.values() for row in dataset])
     return model, rows, tokenizer, trainer._prepare_inputs(step)

@@ -26,12 +26,14 @@ from torch.profiler import ProfilerActivity, profile
 
 import run_multitask
 from trainer.multitask_trainer import MultitaskTrainer
+from trainer.tasks import PAPER_TASKS
+from trainer.tokenization import tokenize_split
 
 
 def build_trainer(preset: str, extra: list[str]) -> MultitaskTrainer:
     argv = [
         "--preset", preset, "--output_dir", "/tmp/profile_step", "--per_device_train_batch_size", "8",
-        "--report_to", "none", "--do_train", "--tasks", "sst", "para", "sts", *extra,
+        "--report_to", "none", "--do_train", "--tasks", *PAPER_TASKS, *extra,
     ]  # fmt: skip
     model_args, data_args, training_args = run_multitask.parse_args(argv)
     raw = run_multitask.load_raw_datasets(data_args, None)
@@ -39,10 +41,7 @@ def build_trainer(preset: str, extra: list[str]) -> MultitaskTrainer:
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     model = run_multitask.build_model(model_args, run_multitask.build_config(model_args, data_args.tasks))
-    train = {
-        task: run_multitask.tokenize_task(raw[task]["train"], tokenizer, task, model.heads[task].encoding)
-        for task in data_args.tasks
-    }
+    train = tokenize_split(raw, "train", tokenizer, {task: model.heads[task].encoding for task in raw})
     trainer = MultitaskTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
     trainer.create_optimizer_and_scheduler(num_training_steps=1000)
     trainer.current_gradient_accumulation_steps = 1

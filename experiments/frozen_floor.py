@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The bert-pals-multitask authors.
 #
 # Licensed under the Apache License, Version 2.0 (the "License");
@@ -9,15 +8,16 @@
 """
 The frozen-feature floor: what the pre-trained encoder gives without any fine-tuning, on the same splits.
 
-    python experiments/frozen_floor.py                       # the packaged all-MiniLM-L6-v2, ../shared/data
-    python experiments/frozen_floor.py --output results/recipe/frozen_floor.json
+    python -m experiments.frozen_floor                       # the packaged all-MiniLM-L6-v2, ../shared/data
+    python -m experiments.frozen_floor --output results/recipe/frozen_floor.json
 
 Every sentence is embedded once by the frozen encoder (attention-masked mean of the last hidden states, the pooling
-all-MiniLM-L6-v2 was trained with). Then, on dev:
-- SST: a logistic regression on the sentence embedding, fitted on train;
-- Quora: a logistic regression on `[u, v, |u - v|, u * v]`, fitted on train, and the zero-shot rule `cos(u, v) > t`
-  with `t` chosen on train;
-- STS: the zero-shot cosine `cos(u, v)` (Pearson is blind to scale), and a ridge regression on the pair features.
+all-MiniLM-L6-v2 was trained with). Then, on dev, for each of the paper's tasks by what its registry entry says:
+- one sentence (SST): a logistic regression on the sentence embedding, fitted on train;
+- a pair of classes (Quora): a logistic regression on `[u, v, |u - v|, u * v]`, fitted on train, and the zero-shot
+  rule `cos(u, v) > t` with `t` chosen on train;
+- a scored pair (STS): the zero-shot cosine `cos(u, v)` (Pearson is blind to scale), and a ridge regression on the
+  pair features.
 The regularisation strength is chosen by cross-validation on train only (3 folds, 6 values). Needs scikit-learn
 (`pip install -e ".[experiments]"`).
 """
@@ -35,12 +35,12 @@ from scipy.stats import pearsonr
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from transformers import AutoModel, AutoTokenizer
 
+from run_multitask import default_model_path
+from trainer.cs224n_builder import load_cs224n
+from trainer.tasks import OVERALL, PAPER_TASKS, get_task
+
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from run_multitask import default_model_path  # noqa: E402
-from trainer.cs224n_builder import load_cs224n  # noqa: E402
 
 
 @torch.no_grad()
@@ -64,6 +64,40 @@ def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
 
 
+def fit_and_score(model, tokenizer, task, data) -> dict[str, float]:
+    """`{<task>_<metric>_<method>: dev score, ..., "best": the best of them}` for one task (see the top)."""
+    prefix, labels = f"{task.name}_{task.metric}", {}
+    embeddings = {}
+    for split in ("train", "validation"):
+        rows = data[split]
+        embeddings[split] = [embed(model, tokenizer, rows[column]) for column in task.text_columns]
+        labels[split] = np.asarray(rows["label"])
+    if task.num_texts == 1:
+        x = {split: sentences[0] for split, sentences in embeddings.items()}
+        classifier = LogisticRegressionCV(Cs=6, cv=3, max_iter=2000).fit(x["train"], labels["train"])
+        score = float(classifier.score(x["validation"], labels["validation"]))
+        return {f"{prefix}_logistic_regression": score, "best": score}
+    cosine = {split: (u * v).sum(1) for split, (u, v) in embeddings.items()}
+    features = {split: pair_features(u, v) for split, (u, v) in embeddings.items()}
+    if not task.is_regression:
+        classifier = LogisticRegressionCV(Cs=6, cv=3, max_iter=2000).fit(features["train"], labels["train"])
+        fitted = float(classifier.score(features["validation"], labels["validation"]))
+        thresholds = np.quantile(cosine["train"], np.linspace(0.01, 0.99, 197))
+        train_accuracy = [((cosine["train"] > t) == labels["train"]).mean() for t in thresholds]
+        threshold = float(thresholds[int(np.argmax(train_accuracy))])
+        zero_shot = float(((cosine["validation"] > threshold) == labels["validation"]).mean())
+        return {
+            f"{prefix}_logistic_regression": fitted,
+            f"{prefix}_zero_shot_cosine": zero_shot,
+            f"{task.name}_cosine_threshold": threshold,
+            "best": max(fitted, zero_shot),
+        }
+    zero_shot = float(pearsonr(cosine["validation"], labels["validation"])[0])
+    ridge = RidgeCV(alphas=np.logspace(-2, 3, 11)).fit(features["train"], labels["train"])
+    fitted = float(pearsonr(ridge.predict(features["validation"]), labels["validation"])[0])
+    return {f"{prefix}_zero_shot_cosine": zero_shot, f"{prefix}_ridge": fitted, "best": max(zero_shot, fitted)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter
@@ -75,56 +109,20 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     model = AutoModel.from_pretrained(args.model_name_or_path).eval()
-    data = {task: load_cs224n(task, args.data_dir) for task in ("sst", "para", "sts")}
-    results = {}
-
-    sst = {split: data["sst"][split] for split in ("train", "validation")}
-    x = {split: embed(model, tokenizer, rows["sentence"]) for split, rows in sst.items()}
-    classifier = LogisticRegressionCV(Cs=6, cv=3, max_iter=2000).fit(x["train"], sst["train"]["label"])
-    results["sst_accuracy_logistic_regression"] = float(classifier.score(x["validation"], sst["validation"]["label"]))
-
-    for task in ("para", "sts"):
-        pairs = {}
-        for split in ("train", "validation"):
-            rows = data[task][split]
-            u, v = embed(model, tokenizer, rows["sentence1"]), embed(model, tokenizer, rows["sentence2"])
-            pairs[split] = (u, v, np.asarray(rows["label"]))
-        cosine = {split: (u * v).sum(1) for split, (u, v, _) in pairs.items()}
-        features = {split: pair_features(u, v) for split, (u, v, _) in pairs.items()}
-        labels = {split: labels for split, (_, _, labels) in pairs.items()}
-        if task == "para":
-            classifier = LogisticRegressionCV(Cs=6, cv=3, max_iter=2000).fit(features["train"], labels["train"])
-            results["para_accuracy_logistic_regression"] = float(
-                classifier.score(features["validation"], labels["validation"])
-            )
-            thresholds = np.quantile(cosine["train"], np.linspace(0.01, 0.99, 197))
-            train_accuracy = [((cosine["train"] > t) == labels["train"]).mean() for t in thresholds]
-            threshold = float(thresholds[int(np.argmax(train_accuracy))])
-            results["para_accuracy_zero_shot_cosine"] = float(
-                ((cosine["validation"] > threshold) == labels["validation"]).mean()
-            )
-            results["para_cosine_threshold"] = threshold
-        else:
-            results["sts_pearson_zero_shot_cosine"] = float(pearsonr(cosine["validation"], labels["validation"])[0])
-            ridge = RidgeCV(alphas=np.logspace(-2, 3, 11)).fit(features["train"], labels["train"])
-            results["sts_pearson_ridge"] = float(
-                pearsonr(ridge.predict(features["validation"]), labels["validation"])[0]
-            )
-
-    best = {
-        "sst": results["sst_accuracy_logistic_regression"],
-        "para": max(results["para_accuracy_logistic_regression"], results["para_accuracy_zero_shot_cosine"]),
-        "sts": max(results["sts_pearson_zero_shot_cosine"], results["sts_pearson_ridge"]),
-    }
+    results, best = {}, {}
+    for task in map(get_task, PAPER_TASKS):
+        scores = fit_and_score(model, tokenizer, task, load_cs224n(task.name, args.data_dir))
+        results.update({key: value for key, value in scores.items() if key != "best"})
+        best[task.name] = scores["best"]
     record = {
         "command": shlex.join(
-            ["python", "experiments/frozen_floor.py", *(argv if argv is not None else sys.argv[1:])]
+            ["python", "-m", "experiments.frozen_floor", *(argv if argv is not None else sys.argv[1:])]
         ),
         "model": "sentence-transformers/all-MiniLM-L6-v2"
         if args.model_name_or_path == default_model_path()
         else args.model_name_or_path,
         **results,
-        "best": {**best, "overall": float(np.mean(list(best.values())))},
+        "best": {**best, OVERALL: float(np.mean(list(best.values())))},
         "seconds": round(time.time() - start, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

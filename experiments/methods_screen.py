@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The bert-pals-multitask authors.
 #
 # Licensed under the Apache License, Version 2.0 (the "License");
@@ -10,29 +9,24 @@
 Which multitask method helps on `best`: every gradient-surgery method, and every scaling and loss weighting alone,
 each one change from the `best` preset of `run_multitask.py`, on MiniLM.
 
-    python experiments/methods_screen.py --seeds 0                                      # the screen: 1 epoch each
-    python experiments/methods_screen.py --rows none upgrad --seeds 0 1 --num_train_epochs 2   # the second stage
-    python experiments/methods_screen.py --table_only                                   # results/methods/table.md
+    python -m experiments.methods_screen --seeds 0                                      # the screen: 1 epoch each
+    python -m experiments.methods_screen --rows none upgrad --seeds 0 1 --num_train_epochs 2   # the second stage
+    python -m experiments.methods_screen --table_only                                   # results/methods/table.md
 
-The budget is the recipe ablation's (`experiments/recipe_ablation.py`, whose runner this script uses): 8 examples of
+The budget is the recipe ablation's (`experiments/recipe_ablation.py`; both use `experiments/runner.py`): 8 examples of
 each task per round-robin step, dev evaluation after every epoch, the best epoch kept; `--num_train_epochs` (1 for
 the screen) is part of each run's name, `<row>-e<epochs>-seed<k>`, so the screen and the 2-epoch runs never mix.
 Results go to `results/methods/runs/`, the table to `results/methods/table.md`, with each row's command.
 """
 
-import json
 import sys
-from pathlib import Path
 
+from trainer.surgery import SURGERIES
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-sys.path.insert(0, str(REPO))
-
-import recipe_ablation  # noqa: E402
-import reproduce_paper as runner  # noqa: E402
-
-from trainer.surgery import SURGERIES  # noqa: E402
+from . import runner
+from .records import group_by_row, load_records
+from .seed_statistics import mean_std
+from .tables import cell, commands_section, metric_cells, metric_titles
 
 
 BEST = ["--preset", "best"]
@@ -57,7 +51,6 @@ ROWS = {
     "uncertainty": ("uncertainty weighting (learned log-variances)", [*BEST, "--loss_weighting", "uncertainty"]),
     "dwa": ("Dynamic Weight Average", [*BEST, "--loss_weighting", "dwa"]),
 }
-TASK_KEYS = ("sst", "para", "sts", "overall")
 
 
 def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
@@ -66,7 +59,7 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
         for row in args.rows:
             name = f"{row}-e{epochs}"
             output_dir = args.output_dir / f"{name}-seed{seed}"
-            argv = recipe_ablation.row_argv(ROWS[row][1], seed, output_dir, args.num_train_epochs, passthrough)
+            argv = runner.row_argv(ROWS[row][1], seed, output_dir, args.num_train_epochs, passthrough)
             results_file = args.results_dir / "runs" / f"{name}-seed{seed}.json"
             runs.append(runner.Run(name, seed, output_dir, argv, results_file))
     return runs
@@ -74,47 +67,33 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
 
 def format_table(records: list[dict]) -> str:
     """Dev per task and overall (mean ± sd over seeds), minutes per epoch, per row and number of epochs."""
-    by_name = {}
-    for record in records:
-        by_name.setdefault(record["preset"], []).append(record)
+    by_name = group_by_row(records)
+    titles = " | ".join(metric_titles(abbreviated=True).values())
     lines = [
-        "| row | change from `best` | epochs | SST acc | Quora acc | STS Pearson | overall | min / epoch | seeds |",
+        f"| row | change from `best` | epochs | {titles} | min / epoch | seeds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in sorted(by_name, key=lambda n: (n.rsplit("-e", 1)[1], list(ROWS).index(n.rsplit("-e", 1)[0]))):
         row, epochs = name.rsplit("-e", 1)
         group = by_name[name]
-        cells = [runner.cell(*runner.mean_std([r[runner.METRICS[key]] for r in group])) for key in TASK_KEYS]
-        minutes = runner.cell(*runner.mean_std([r["time_per_epoch_s"] / 60 for r in group]), digits=1)
+        minutes = cell(*mean_std([r["time_per_epoch_s"] / 60 for r in group]), digits=1)
         seeds = ", ".join(str(r["seed"]) for r in group)
-        lines.append(f"| `{row}` | {ROWS[row][0]} | {epochs} | {' | '.join(cells)} | {minutes} | {seeds} |")
-    commands = [f"- `{name}`: `{by_name[name][0]['command']}`" for name in sorted(by_name)]
+        lines.append(
+            f"| `{row}` | {ROWS[row][0]} | {epochs} | {' | '.join(metric_cells(group))} | {minutes} | {seeds} |"
+        )
     return (
-        "\n".join(lines)
-        + "\n\nCommands (first seed; the others differ in `--seed` and `--output_dir`):\n\n"
-        + ("\n".join(commands) + "\n")
+        "\n".join(lines) + "\n\n" + commands_section({name: by_name[name][0]["command"] for name in sorted(by_name)})
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = recipe_ablation.rows_parser(__doc__.strip().splitlines()[0], ROWS, "methods")
+    parser = runner.rows_parser(__doc__.strip().splitlines()[0], ROWS, "methods")
     args, passthrough = parser.parse_known_args(argv)
     args.output_dir, args.results_dir = args.output_dir.resolve(), args.results_dir.resolve()
-    runs = build_runs(args, passthrough)
-    outcome = {"ran": [], "failed": [], "written": []}
+    outcome = runner.run_rows(args, build_runs(args, passthrough), "Methods")
     if args.dry_run:
-        for run in runs:
-            print(run.command)
         return outcome
-    if not args.table_only:
-        recipe_ablation.run_all(runs, outcome, "Methods" if args.commit_results else None)
-    records = [json.loads(path.read_text()) for path in sorted((args.results_dir / "runs").glob("*.json"))]
-    table = args.results_dir / "table.md"
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(format_table(records))
-    outcome["written"].append(table)
-    if args.commit_results:
-        runner.commit_results([table], "Methods: screen table")
+    runner.write_table(args, format_table(load_records(args.results_dir)), outcome, "Methods: screen table")
     return outcome
 
 

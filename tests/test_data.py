@@ -5,7 +5,8 @@
 # You may obtain a copy of the License at
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""Tests of trainer.cs224n_builder (real CS224N files + injected faults) and trainer.hub_tasks."""
+"""Tests of trainer.cs224n_builder (real CS224N files + injected faults), trainer.hub_tasks, and the tokenised splits
+of many tasks (trainer.tokenization.tokenize_split)."""
 
 import os
 
@@ -13,6 +14,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import contextlib
 import logging
 import re
 import shutil
@@ -23,6 +25,7 @@ import pytest
 from trainer.cs224n_builder import Cs224nBuilder, Cs224nConfig, load_cs224n, normalize_sentence
 from trainer.hub_tasks import to_task_columns
 from trainer.tasks import TASKS
+from trainer.tokenization import tokenize_split, tokenize_task
 
 
 # The real data directory comes from the `data_dir` fixture of tests/conftest.py:
@@ -344,3 +347,28 @@ def test_hub_out_of_range_labels_skip_warn_or_raise(caplog):
     para = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [0.5]})
     with pytest.raises(ValueError, match="out of range"):
         to_task_columns(para, "para", strict=True)
+
+
+# --------------------------------------------------------------------------- tokenised splits
+
+
+def test_tokenize_split_takes_each_task_with_the_split_its_rows_and_its_encoding(data_dir, minilm_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    raw = {task: load_cs224n(task, data_dir) for task in ("sts", "sst", "para")}  # not the registry's order
+    encodings = {"sts": "separate", "sst": "single", "para": "cross"}
+    calls = []
+
+    def main_process_first(desc):
+        calls.append(desc)
+        return contextlib.nullcontext()
+
+    test = tokenize_split(raw, "test", tokenizer, encodings, limit=3, main_process_first=main_process_first)
+    assert list(test) == ["sts", "sst"]  # Quora has no test split here; the order is raw's
+    assert calls == ["tokenizing sts test", "tokenizing sst test"]
+    assert [len(dataset) for dataset in test.values()] == [3, 3]
+    assert test["sts"][:] == tokenize_task(raw["sts"]["test"].select(range(3)), tokenizer, "sts", "separate")[:]
+    dev = tokenize_split(raw, "validation", tokenizer, encodings, max_seq_length=16, limit=10**6)
+    assert len(dev["para"]) == EXPECTED_ROWS["para"]["validation"]  # a limit above the rows keeps them all
+    assert "input_ids_b" not in dev["para"].column_names and max(map(len, dev["para"]["input_ids"])) == 16

@@ -5,7 +5,7 @@
 # You may obtain a copy of the License at
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""experiments/methods_screen.py: one row per method, scaling and loss weighting, each a valid run_multitask.py
+"""experiments.methods_screen: one row per method, scaling and loss weighting, each a valid run_multitask.py
 command that changes one thing of `best`, at the budget asked for (1 epoch for the screen), in runs named by it."""
 
 import shlex
@@ -18,7 +18,6 @@ from trainer.surgery import SURGERIES
 
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "experiments" / "methods_screen.py"
 CHANGED = ("gradient_surgery", "gradient_scaling", "max_grad_norm", "task_weights", "loss_weighting")
 
 
@@ -26,8 +25,9 @@ def test_every_row_is_one_change_from_best_at_the_asked_budget(tmp_path):
     best = run_multitask.parse_args(["--preset", "best", "--output_dir", str(tmp_path)])[2]
     for epochs in ("1", "2"):
         lines = subprocess.run(
-            [sys.executable, str(SCRIPT), "--dry_run", "--output_dir", str(tmp_path), "--num_train_epochs", epochs],
-            cwd=tmp_path, capture_output=True, text=True, check=True,
+            [sys.executable, "-m", "experiments.methods_screen", "--dry_run", "--output_dir", str(tmp_path),
+             "--num_train_epochs", epochs],
+            cwd=REPO, capture_output=True, text=True, check=True,
         ).stdout.splitlines()  # fmt: skip
         assert len(lines) == len(SURGERIES) + 6
         changes = set()

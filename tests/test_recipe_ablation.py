@@ -5,12 +5,11 @@
 # You may obtain a copy of the License at
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""experiments/recipe_ablation.py: every row is a valid run_multitask.py command with the reproduction's budget, and
+"""experiments.recipe_ablation: every row is a valid run_multitask.py command with the reproduction's budget, and
 its `combined` row is the paper reproduction's own run; its table keeps one cell per column; every recorded run is
 its row's command as the code builds it now."""
 
 import argparse
-import importlib.util
 import json
 import re
 import shlex
@@ -19,29 +18,25 @@ import sys
 from pathlib import Path
 
 import run_multitask
+from experiments import recipe_ablation
 
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "experiments" / "recipe_ablation.py"
-
-spec = importlib.util.spec_from_file_location("recipe_ablation", SCRIPT)
-recipe_ablation = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(recipe_ablation)
 # A run's dev metrics, for the table tests.
 METRICS = {"eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.9, "eval_overall": 0.733}
 
 
 def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry_run", "--output_dir", str(tmp_path / "recipe"), "--paper_output_dir",
-         str(tmp_path / "paper"), "--seeds", "0", "1"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "experiments.recipe_ablation", "--dry_run", "--output_dir", str(tmp_path / "recipe"),
+         "--paper_output_dir", str(tmp_path / "paper"), "--seeds", "0", "1"],
+        cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = result.stdout.splitlines()
     paper = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "reproduce_paper.py"), "--dry_run", "--output_dir",
-         str(tmp_path / "paper"), "--seeds", "0", "1", "--presets", "combined"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "experiments.reproduce_paper", "--dry_run", "--output_dir", str(tmp_path / "paper"),
+         "--seeds", "0", "1", "--presets", "combined"],
+        cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
     assert set(paper) <= set(lines)  # the `combined` rows are the reproduction's commands, run once for both
     configs = set()

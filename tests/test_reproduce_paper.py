@@ -5,10 +5,10 @@
 # You may obtain a copy of the License at
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""experiments/reproduce_paper.py: the commands it prints, a real end-to-end reproduction with a tiny BERT (runs,
-skip on rerun, gathering, resuming, table and figures), the table's statistics and committing results."""
+"""experiments.reproduce_paper (with the runner, records and tables it uses): the commands it prints, a real end-to-end
+reproduction with a tiny BERT (runs, skip on rerun, gathering, resuming, table and figures), the table's statistics
+and committing results."""
 
-import importlib.util
 import itertools
 import json
 import math
@@ -23,23 +23,29 @@ import pytest
 
 import plot_multitask
 import run_multitask
+from experiments import paper_table, reproduce_paper, runner
+from experiments.records import steps_per_epoch, summarize_history
+from trainer.checkpoints import write_json_atomically
+from trainer.presets import PAPER_PRESETS, PRESETS
 
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "experiments" / "reproduce_paper.py"
-
-spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
-reproduce_paper = importlib.util.module_from_spec(spec)
-sys.modules["reproduce_paper"] = reproduce_paper
-spec.loader.exec_module(reproduce_paper)
 
 
 def test_dry_run_prints_one_valid_command_per_run(tmp_path):
-    # Every preset of the paper's, and only `best` (the recipe beyond it) besides.
-    assert set(reproduce_paper.PRESETS) == set(run_multitask.PRESETS) - {"best"}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry_run", "--output_dir", str(tmp_path), "--seeds", "0", "1"],
-        cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "experiments.reproduce_paper",
+            "--dry_run",
+            "--output_dir",
+            str(tmp_path),
+            "--seeds",
+            "0",
+            "1",
+        ],
+        cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
@@ -67,7 +73,7 @@ def test_dry_run_prints_one_valid_command_per_run(tmp_path):
             assert not training_args.freeze_encoder and training_args.learning_rate == 5e-5
         expected_surgery = "gradvac" if preset in ("gradvac", "combined") else "none"
         assert training_args.gradient_surgery == expected_surgery
-    assert seen == set(itertools.product(reproduce_paper.PRESETS, [0, 1]))
+    assert seen == set(itertools.product(PAPER_PRESETS, [0, 1]))
     # The seeds outermost: an interrupted reproduction has whole seeds first.
     assert [shlex.split(line)[5] for line in lines] == ["0"] * 6 + ["1"] * 6
 
@@ -158,9 +164,7 @@ def test_reproduction_end_to_end(tiny_checkpoint, data_dir, tmp_path, monkeypatc
 
     # A run killed after a checkpoint continues from its last complete one; a later folder a kill cut short is
     # passed over. (Resuming itself is run_multitask.py's, tested there; a real kill was checked by hand.)
-    run = next(
-        r for r in reproduce_paper.build_runs(reproduce_paper.parse_args(argv)[0], []) if r.preset == "combined"
-    )
+    run = next(r for r in reproduce_paper.build_runs(reproduce_paper.parse_args(argv)[0], []) if r.row == "combined")
     (results_dir / "runs" / "combined-seed0.json").unlink()
     (run.output_dir / "all_results.json").unlink()
     # Which checkpoints the run kept depends on which epoch of the tiny model scored best (`--save_total_limit 1
@@ -168,18 +172,17 @@ def test_reproduction_end_to_end(tiny_checkpoint, data_dir, tmp_path, monkeypatc
     kept = sorted(run.output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     assert kept and all((path / "run_config.json").is_file() for path in kept)  # complete, every one
     (run.output_dir / "checkpoint-6").mkdir()
-    assert reproduce_paper.run_state(run) == "resume"
-    next_argv, checkpoint = reproduce_paper.attempt_argv(run)
+    assert runner.run_state(run) == "resume"
+    next_argv, checkpoint = runner.attempt_argv(run)
     assert checkpoint == kept[-1]
     assert next_argv == run.argv + ["--resume_from_checkpoint", str(checkpoint)]
     # Without a complete checkpoint there is nothing to keep: the run starts over in its output dir.
     for path in run.output_dir.glob("checkpoint-*"):
         shutil.rmtree(path)
-    assert reproduce_paper.run_state(run) == "start"
-    overwrite = ["--overwrite_output_dir", "true"] if reproduce_paper.supports_overwrite() else []
-    assert reproduce_paper.attempt_argv(run) == (run.argv + overwrite, None)
+    assert runner.run_state(run) == "start"
+    assert runner.attempt_argv(run) == (run.argv + ["--overwrite_output_dir", "true"], None)
     shutil.rmtree(run.output_dir)
-    assert reproduce_paper.attempt_argv(run) == (run.argv, None)
+    assert runner.attempt_argv(run) == (run.argv, None)
 
     # Another budget is refused, not mixed into the table.
     with pytest.raises(ValueError, match="do not match"):
@@ -188,7 +191,7 @@ def test_reproduction_end_to_end(tiny_checkpoint, data_dir, tmp_path, monkeypatc
     # Table and figures alone, from the run JSONs.
     for name in ("table.md", "table.json", "losses.png", "conflicts.png"):
         (results_dir / name).unlink()
-    reproduce_paper.write_json(results_dir / "runs" / "combined-seed0.json", records["combined"])
+    write_json_atomically(results_dir / "runs" / "combined-seed0.json", records["combined"])
     outcome = reproduce_paper.main(["--table_only", "--results_dir", str(results_dir)])
     assert sorted(p.name for p in outcome["written"]) == ["conflicts.png", "losses.png", "table.json", "table.md"]
     assert json.loads((results_dir / "table.json").read_text())["experiments"].keys() == {"naive", "combined"}
@@ -205,13 +208,13 @@ def record(preset: str, seed: int, overall: float, sts: float = 0.5, surgery: bo
             )
         history.append(entry)
     command = ["python", "run_multitask.py", "--preset", preset, "--seed", str(seed), "--output_dir", f"out/{preset}"]
-    command += reproduce_paper.PRESET_FLAGS.get(preset, []) + reproduce_paper.shared_flags(1)
+    command += [*PRESETS[preset].reproduction_flags, *runner.shared_flags(1)]
     return {
         "preset": preset, "seed": seed, "command": shlex.join(command), "commit": "0" * 40, "dirty": False,
         "eval_sst_accuracy": 0.4, "eval_para_accuracy": 0.7, "eval_sts_pearson": sts, "eval_overall": overall,
         "steps": 4, "epochs": 2.0, "time_per_epoch_s": 600.0 + seed, "run_time_s": 1200.0, "wall_time_s": 1300.0,
         "mean_eval_runtime_per_epoch_s": 60.0, "machine": {"cpu_count": 2},
-        **reproduce_paper.summarize_history(history),
+        **summarize_history(history),
     }  # fmt: skip
 
 
@@ -223,7 +226,7 @@ def test_table_statistics(tmp_path):
         # +0.03 with standard deviations 0.04 and 0.02 (naive): not larger than the spread 0.06.
         *(record("combined", seed, overall, surgery=True) for seed, overall in enumerate([0.51, 0.55, 0.59])),
     ]
-    table = reproduce_paper.build_table(records)
+    table = paper_table.build_table(records)
     assert table["budget"] is not None and table["budgets_differ"] is None
     overall = table["experiments"]["combined"]["metrics"]["overall"]
     assert overall["mean"] == pytest.approx(0.55) and overall["std"] == pytest.approx(0.04)
@@ -250,7 +253,7 @@ def test_table_statistics(tmp_path):
     ]
     assert conflicts[0]["fraction"] == 0.5 and conflicts[0]["by_pair"] == {"para-sst": 1.0, "sst-para": 1.0}
 
-    text = reproduce_paper.format_table(table)
+    text = paper_table.format_table(table)
     assert "| cosine | 3 | 0.400 ± 0.000 (0.492) | 0.700 ± 0.000 (0.769) | 0.800 ± 0.000 (0.757) |" in text
     assert "0.550 ± 0.040 (0.671)" in text
     assert re.search(r"\| cosine − naive \|.*\*\*\+0\.100 vs 0\.040\*\*", text)
@@ -266,7 +269,7 @@ def test_table_statistics(tmp_path):
     # Runs of different budgets are flagged.
     other = record("pals", 0, 0.5)
     other["command"] += " --learning_rate 1e-5"
-    assert reproduce_paper.build_table([*records, other])["budgets_differ"] is not None
+    assert paper_table.build_table([*records, other])["budgets_differ"] is not None
 
 
 def test_summarize_history_counts_the_steps_of_each_log_window():
@@ -279,8 +282,8 @@ def test_summarize_history_counts_the_steps_of_each_log_window():
         {"step": 4, "epoch": 4 / 3, "loss": 2.0, pair: 1.0},  # steps 4 only: the log before it was lost in the kill
         {"step": 6, "epoch": 2.0, "loss": 1.0, pair: 0.0},
     ]
-    summary = reproduce_paper.summarize_history(history, resume_steps=[3])
-    assert reproduce_paper.steps_per_epoch(history) == 3
+    summary = summarize_history(history, resume_steps=[3])
+    assert steps_per_epoch(history) == 3
     assert summary["surgery"]["per_log"]["steps"] == [2, 1, 2]
     assert [(e["epoch"], e["steps"], e["adjustments"]) for e in summary["surgery"]["per_epoch"]] == [
         (1, 2, 1.0),
@@ -307,7 +310,7 @@ def test_commit_results_commits_only_the_given_files(tmp_path, monkeypatch):
     result = tmp_path / "results" / "paper" / "runs" / "naive-seed0.json"
     result.parent.mkdir(parents=True)
     result.write_text("{}\n")
-    assert reproduce_paper.commit_results([result], "Reproduce the paper: naive-seed0")
+    assert runner.commit_results([result], "Reproduce the paper: naive-seed0")
     assert git("show", "--name-only", "--format=%s", "HEAD").split() == [
         "Reproduce", "the", "paper:", "naive-seed0", "results/paper/runs/naive-seed0.json",
     ]  # fmt: skip

@@ -18,7 +18,7 @@ from conftest import REPO, SHORT_RUN, tiny_args
 
 import run_multitask
 from trainer.predictions import read_predictions
-from trainer.tasks import TASKS, Task, get_task, register_task, unregister_task
+from trainer.tasks import OVERALL, TASKS, Task, get_task, metric_key, register_task, unregister_task
 
 
 WORDS = {0: ["dull", "boring", "awful", "bad"], 1: ["great", "moving", "superb", "good"]}
@@ -112,7 +112,7 @@ def test_task_entries_are_checked():
 TASK_WORDS = set(TASKS) | {"classification", "pair_classification", "pair_regression"}
 
 
-def names_of_tasks_or_kinds(path: Path) -> list[str]:
+def names_of_tasks_or_kinds(path: Path, words=TASK_WORDS) -> list[str]:
     """`file:line: 'sst'` for every string constant in the code (docstrings aside) that is a task name or kind."""
     tree = ast.parse(path.read_text())
     docstrings = {
@@ -126,11 +126,19 @@ def names_of_tasks_or_kinds(path: Path) -> list[str]:
     return [
         f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}"
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and node.value in TASK_WORDS and id(node) not in docstrings
+        if isinstance(node, ast.Constant) and node.value in words and id(node) not in docstrings
     ]
 
 
 def test_only_the_registry_and_the_heads_know_tasks_and_kinds():
-    modules = [REPO / "run_multitask.py", REPO / "plot_multitask.py", *sorted((REPO / "trainer").rglob("*.py"))]
+    modules = [REPO / "run_multitask.py", REPO / "plot_multitask.py"]
+    for folder in ("trainer", "experiments", "benchmarks"):  # the experiments and benchmarks read the registry too
+        modules += sorted((REPO / folder).rglob("*.py"))
     found = [hit for path in modules if path.name != "tasks.py" for hit in names_of_tasks_or_kinds(path)]
     assert found == []
+
+
+def test_the_experiments_and_benchmarks_take_metric_keys_from_the_registry():
+    metric_words = {metric_key(task) for task in TASKS} | {metric_key(OVERALL)}  # eval_sst_accuracy, eval_overall
+    modules = [*sorted((REPO / "experiments").rglob("*.py")), *sorted((REPO / "benchmarks").rglob("*.py"))]
+    assert [hit for path in modules for hit in names_of_tasks_or_kinds(path, metric_words)] == []

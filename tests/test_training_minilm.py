@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, set_seed
 from modeling_bert_pals import BertPalsForMultitask
 from trainer.cs224n_builder import load_cs224n
 from trainer.multitask_trainer import MultitaskTrainer
-from trainer.tokenization import tokenize_task
+from trainer.tokenization import tokenize_split
 from trainer.training_args import MultitaskTrainingArguments
 
 
@@ -24,15 +24,14 @@ STEPS = 160
 @pytest.mark.slow
 def test_short_run_beats_the_untrained_model(minilm_path, data_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    train, dev = {}, {}
     # The combined preset (PALs, cosine STS head, GradVac) with mean pooling. The seed comes first: the new heads'
     # initial weights (and so the untrained metrics) would otherwise change from run to run.
     set_seed(0)
     model = BertPalsForMultitask.from_pretrained(minilm_path, use_pals=True, sts_head="cosine", pooling="mean")
-    for task in model.config.task_names:
-        raw, encoding = load_cs224n(task, data_dir), model.heads[task].encoding
-        train[task] = tokenize_task(raw["train"], tokenizer, task, encoding)
-        dev[task] = tokenize_task(raw["validation"].select(range(DEV_ROWS)), tokenizer, task, encoding)
+    raw = {task: load_cs224n(task, data_dir) for task in model.config.task_names}
+    encodings = {task: model.heads[task].encoding for task in raw}
+    train = tokenize_split(raw, "train", tokenizer, encodings)
+    dev = tokenize_split(raw, "validation", tokenizer, encodings, limit=DEV_ROWS)
     args = MultitaskTrainingArguments(
         output_dir=str(tmp_path),
         max_steps=STEPS,

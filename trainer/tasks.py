@@ -76,6 +76,8 @@ class Task:
             text columns and `label` (rows are checked as for a Hub dataset).
         seen_in_pretraining_by (`tuple[str, ...]`):
             Base models whose pre-training data include this task's: the model card says so beside its result.
+        short_name (`str`, *optional*):
+            Its name in a table's column ("SST accuracy"); the name in capitals when not given.
     """
 
     name: str
@@ -91,8 +93,11 @@ class Task:
     hub: HubSource | None = None
     load: Callable[[], datasets.DatasetDict] | None = None
     seen_in_pretraining_by: tuple[str, ...] = ()
+    short_name: str | None = None
 
     def __post_init__(self):
+        if self.short_name is None:
+            object.__setattr__(self, "short_name", self.name.upper())
         if not self.name.isidentifier():
             raise ValueError(f"Task name {self.name!r}: use letters, digits and underscores (it names modules).")
         if self.kind not in TASK_KINDS:
@@ -186,6 +191,20 @@ def get_task(name: str) -> Task:
         raise ValueError(f"Unknown task {name!r}; known tasks: {sorted(TASKS)}.") from None
 
 
+# The plain mean of the tasks' metrics, which evaluation adds (`eval_overall`): the paper's "overall".
+OVERALL = "overall"
+
+
+def metric_key(task: str, prefix: str = "eval") -> str:
+    """The key evaluation reports a task's metric under, `eval_<task>_<metric>`; `eval_overall` for `OVERALL`."""
+    return f"{prefix}_{OVERALL}" if task == OVERALL else f"{prefix}_{task}_{get_task(task).metric}"
+
+
+def metric_keys(tasks, prefix: str = "eval") -> dict[str, str]:
+    """`{task: metric_key(task), ..., OVERALL: "eval_overall"}`, in the order of `tasks`."""
+    return {task: metric_key(task, prefix) for task in (*tasks, OVERALL)}
+
+
 # The CS224N default project's tasks. The prediction headers are the course grader's, typo included.
 register_task(
     Task(
@@ -194,6 +213,7 @@ register_task(
         text_columns=("sentence",),
         label_names=("very negative", "negative", "neutral", "positive", "very positive"),
         description="SST-5 sentiment",
+        short_name="SST",
         prediction_header="Predicted_Sentiment",
         files="ids-sst",
         label_column="sentiment",
@@ -207,6 +227,7 @@ register_task(
         text_columns=("sentence1", "sentence2"),
         label_names=("not_duplicate", "duplicate"),
         description="Quora paraphrase",
+        short_name="Quora",
         prediction_header="Predicted_Is_Paraphrase",
         files="quora",
         label_column="is_duplicate",
@@ -224,6 +245,7 @@ register_task(
         text_columns=("sentence1", "sentence2"),
         label_range=(0.0, 5.0),
         description="STS similarity",
+        short_name="STS",
         pipeline_tag="sentence-similarity",
         prediction_header="Predicted_Similiarity",
         files="sts",

@@ -5,7 +5,10 @@
 # You may obtain a copy of the License at
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""Tokenisation of one task's dataset into the columns `BertPalsForMultitask.forward` takes."""
+"""Tokenisation of one task's dataset into the columns `BertPalsForMultitask.forward` takes, and of a split of many."""
+
+import contextlib
+from collections.abc import Callable
 
 import datasets
 
@@ -57,3 +60,34 @@ def tokenize_task(
         remove_columns=[column for column in dataset.column_names if column not in keep],
         desc=f"Tokenizing {task}",
     )
+
+
+def tokenize_split(
+    raw: dict[str, datasets.DatasetDict],
+    split: str,
+    tokenizer,
+    encodings: dict[str, str],
+    max_seq_length: int = 128,
+    num_proc: int | None = None,
+    limit: int | None = None,
+    main_process_first: Callable[..., contextlib.AbstractContextManager] | None = None,
+) -> dict[str, datasets.Dataset]:
+    """
+    `{task: tokenised split}` for every task of `raw` (`{task: DatasetDict}`, in its order) that has `split`, each
+    with its first `limit` rows and the `encoding` of its head (`encodings[task]`, e.g. `model.heads[task].encoding`).
+    `main_process_first`: the training arguments' own, so that in a process group the main process tokenises (and
+    fills the cache) first.
+    """
+    tokenized = {}
+    for task, splits in raw.items():
+        if split not in splits:
+            continue
+        dataset = splits[split]
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        first = (
+            main_process_first(desc=f"tokenizing {task} {split}") if main_process_first else contextlib.nullcontext()
+        )
+        with first:
+            tokenized[task] = tokenize_task(dataset, tokenizer, task, encodings[task], max_seq_length, num_proc)
+    return tokenized

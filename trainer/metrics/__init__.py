@@ -13,6 +13,8 @@ import evaluate
 
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "cs224n_metric.py")
+# How a results table names each metric: in full, and abbreviated.
+METRIC_TITLES = {"accuracy": ("accuracy", "acc"), "pearson": ("Pearson", "Pearson")}
 
 
 def load_task_metric(name: str) -> evaluate.EvaluationModule:
