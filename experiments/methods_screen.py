@@ -68,19 +68,15 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
 def format_table(records: list[dict]) -> str:
     """Dev per task and overall (mean ± sd over seeds), minutes per epoch, per row and number of epochs."""
     by_name = group_by_row(records)
-    titles = " | ".join(metric_titles(abbreviated=True).values())
-    lines = [
-        f"| row | change from `best` | epochs | {titles} | min / epoch | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    titles = " | ".join(metric_titles(abbreviated=True, leaderboard=True).values())
+    lines = [f"| row | change from `best` | epochs | {titles} | min / epoch | seeds |", "|---" * 10 + "|"]
     for name in sorted(by_name, key=lambda n: (n.rsplit("-e", 1)[1], list(ROWS).index(n.rsplit("-e", 1)[0]))):
         row, epochs = name.rsplit("-e", 1)
         group = by_name[name]
         minutes = cell(*mean_std([r["time_per_epoch_s"] / 60 for r in group]), digits=1)
         seeds = ", ".join(str(r["seed"]) for r in group)
-        lines.append(
-            f"| `{row}` | {ROWS[row][0]} | {epochs} | {' | '.join(metric_cells(group))} | {minutes} | {seeds} |"
-        )
+        cells = " | ".join(metric_cells(group, leaderboard=True))
+        lines.append(f"| `{row}` | {ROWS[row][0]} | {epochs} | {cells} | {minutes} | {seeds} |")
     return (
         "\n".join(lines) + "\n\n" + commands_section({name: by_name[name][0]["command"] for name in sorted(by_name)})
     )

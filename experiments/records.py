@@ -112,8 +112,15 @@ def summarize_history(history: list[dict], resume_steps: list[int] | None = None
         for epoch, value in by_epoch.items():
             loss_per_epoch.setdefault(epoch, {})[key] = value
 
+    # Each task's dev loss per epoch, beside its training loss: the train-dev gap.
+    dev_loss = {}
+    for key, by_epoch in plot_multitask.per_epoch(history, r"^eval_\w+_loss$", reduce="mean").items():
+        for epoch, value in by_epoch.items():
+            dev_loss.setdefault(epoch, {})[key] = value
+
     return {
         "dev_per_epoch": [{"epoch": epoch, **values} for epoch, values in sorted(dev.items())],
+        "dev_loss_per_epoch": [{"epoch": epoch, **values} for epoch, values in sorted(dev_loss.items())],
         "eval_runtime_per_epoch_s": [{"epoch": e, "seconds": round(s, 2)} for e, s in sorted(eval_runtime.items())],
         "loss_per_epoch": [{"epoch": epoch, **values} for epoch, values in sorted(loss_per_epoch.items())],
         "loss_per_step": loss_per_step,

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import run_multitask
-from experiments import recipe_ablation
+from experiments import recipe_ablation, recipe_curves
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
         argv = shlex.split(line)
         assert argv[:2] == ["python", "run_multitask.py"]
         model_args, data_args, training_args = run_multitask.parse_args(argv[2:])
-        epochs = 2 if "--preset best" in line else 1  # `best` is the one row with a second epoch
+        row = Path(training_args.output_dir).name.rsplit("-seed", 1)[0]
+        # The rows on `best` train its two epochs, those of `ROW_EPOCHS` their own, the others one.
+        epochs = recipe_ablation.ROW_EPOCHS.get(row, 2 if "--preset best" in line else 1)
         assert (training_args.num_train_epochs, training_args.per_device_train_batch_size) == (epochs, 8)
         assert training_args.eval_strategy == "epoch" and training_args.load_best_model_at_end
         config = run_multitask.build_config(model_args, data_args.tasks)  # every option valid together
@@ -52,7 +54,8 @@ def test_every_row_is_a_valid_command_with_one_budget(tmp_path):
             (
                 json.dumps(config.tasks, sort_keys=True), config.pooling, config.use_pals, training_args.seed,
                 training_args.gradient_surgery, training_args.learning_rate, training_args.warmup_steps,
-                training_args.layerwise_lr_decay, training_args.num_train_epochs,
+                training_args.layerwise_lr_decay, training_args.num_train_epochs, training_args.task_schedule,
+                training_args.ema_decay, tuple(training_args.task_weights),
             )
         )  # fmt: skip
     assert len(configs) == len(lines)  # each row changes something
@@ -90,7 +93,21 @@ def test_the_table_has_one_cell_per_column_in_every_row():
     assert len(lines) == 2 + 1 + len(recipe_ablation.ROWS) + 2  # header, rule, floor, rows, paper, targets
     assert any("\\|u-v\\|" in line for line in lines)
     for line in lines:
-        assert len(re.split(r"(?<!\\)\|", line)) == 10, line  # 8 cells between 9 pipes
+        assert len(re.split(r"(?<!\\)\|", line)) == 11, line  # 9 cells between 10 pipes
+    # The leaderboard score beside overall: (SST + Quora + (STS + 1) / 2) / 3 of the task metrics.
+    assert " | 0.733 | 0.750 | " in lines[3]
+
+
+def test_the_curves_draw_each_rows_dev_metric_and_train_dev_gap(tmp_path):
+    epochs = [{"epoch": 1.0, **METRICS}, {"epoch": 2.0, **METRICS}]
+    losses = [{"epoch": 1, "loss_sst": 1.2}, {"epoch": 2, "loss_sst": 0.9}]
+    dev_losses = [{"epoch": 1, "eval_sst_loss": 1.25}, {"epoch": 2, "eval_sst_loss": 1.3}]
+    (tmp_path / "runs").mkdir()
+    for row in ("best", "best_rdrop_sst"):
+        record = {"preset": row, "seed": 0, "dev_per_epoch": epochs, "loss_per_epoch": losses}
+        (tmp_path / "runs" / f"{row}-seed0.json").write_text(json.dumps({**record, "dev_loss_per_epoch": dev_losses}))
+    path = recipe_curves.main(["--results_dir", str(tmp_path), "--task", "sst"])
+    assert path == tmp_path / "curves-sst.png" and path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_table_takes_the_combined_row_from_the_paper_reproduction(tmp_path):

@@ -39,7 +39,7 @@ from .checkpoints import (
 from .data_collator import MultitaskCollator
 from .fsdp import enable_fsdp_on_cpu, like_parameter, local_tensor, requested_fsdp_plugin, with_own_class
 from .loss_weighting import LOSS_WEIGHTING_STATE_NAME, LOSS_WEIGHTINGS, build_loss_weighting
-from .metrics import load_task_metric
+from .metrics import leaderboard_score, load_task_metric
 from .model_card import build_model_card, describe_hardware
 from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
@@ -833,18 +833,6 @@ class MultitaskTrainer(Trainer):
             )
 
         return compute_metrics
-
-
-# The range of each metric a task is judged by, for the leaderboard score.
-METRIC_RANGES = {"accuracy": (0.0, 1.0), "pearson": (-1.0, 1.0)}
-
-
-def leaderboard_score(scores: list[tuple[str, float]]) -> float:
-    """
-    The CS224N leaderboard's score: the mean of the task metrics, each mapped to [0, 1] (an accuracy as it is, a
-    Pearson r as `(r + 1) / 2`); for the paper's tasks `(SST acc + Quora acc + (STS r + 1) / 2) / 3`.
-    """
-    return float(np.mean([(score - METRIC_RANGES[m][0]) / np.ptp(METRIC_RANGES[m]) for m, score in scores]))
 
 
 @contextlib.contextmanager

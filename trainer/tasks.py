@@ -33,6 +33,8 @@ import datasets
 from modeling_bert_pals import BertPalsForMultitask
 from modeling_bert_pals.configuration_bert_pals import TASK_KINDS
 
+from .metrics import leaderboard_score
+
 
 @dataclass(frozen=True)
 class HubSource:
@@ -198,6 +200,14 @@ OVERALL = "overall"
 def metric_key(task: str, prefix: str = "eval") -> str:
     """The key evaluation reports a task's metric under, `eval_<task>_<metric>`; `eval_overall` for `OVERALL`."""
     return f"{prefix}_{OVERALL}" if task == OVERALL else f"{prefix}_{task}_{get_task(task).metric}"
+
+
+LEADERBOARD = "leaderboard"
+
+
+def leaderboard_of(metrics: dict[str, float], tasks, prefix: str = "eval") -> float:
+    """The leaderboard score (`trainer.metrics.leaderboard_score`) of evaluation `metrics` on `tasks`."""
+    return leaderboard_score([(get_task(task).metric, metrics[metric_key(task, prefix)]) for task in tasks])
 
 
 def metric_keys(tasks, prefix: str = "eval") -> dict[str, str]:
