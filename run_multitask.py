@@ -62,12 +62,11 @@ from trainer.training_args import MultitaskTrainingArguments
 logger = logging.getLogger(__name__)
 
 # Options that change the weights a model has: a saved model keeps its own.
-STRUCTURAL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads", "sts_head")
+STRUCTURAL_OPTIONS = ("use_pals", "pal_size", "pal_num_heads")
 MODEL_OPTIONS = (
     "use_pals",
     "pal_size",
     "pal_num_heads",
-    "sts_head",
     "pooling",
     "classifier_dropout",
     "pal_decoder_init",
@@ -102,12 +101,12 @@ class ModelArguments:
     use_pals: bool | None = field(default=None, metadata={"help": "Add one PAL per task to every layer."})
     pal_size: int | None = field(default=None, metadata={"help": "PAL width (204 in the paper)."})
     pal_num_heads: int | None = field(default=None, metadata={"help": "PAL attention heads (6)."})
-    sts_head: str | None = field(default=None, metadata={"help": "STS head: 'linear' (baseline) or 'cosine'."})
     pooling: str | None = field(default=None, metadata={"help": "Sentence embedding: 'pooler' or 'mean'."})
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads (0.3)."})
     pal_decoder_init: str | None = field(default=None, metadata={"help": "'zeros' (start as BERT) or 'normal'."})
     # The per-task head options (`HEAD_OPTIONS`): a bare value applies to every task whose head takes it,
     # 'task=value' to one.
+    sts_head: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["head"].help})
     pair_encoding: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["encoding"].help})
     pair_features: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["features"].help})
     loss: list[str] = field(default_factory=list, metadata={"help": HEAD_OPTIONS["loss"].help})
@@ -359,7 +358,8 @@ def build_config(model_args: ModelArguments, tasks: list[str] | None) -> BertPal
             f"--model_name_or_path {path}: a {model_type!r} checkpoint; expected a BERT checkpoint or a saved "
             "BertPalsForMultitask."
         )
-    sts_head = overrides.get("sts_head", config_dict.get("sts_head", BertPalsConfig.sts_head))
+    # The head of the tasks whose entry has none: a saved model's own (configs from before the per-task `head`).
+    sts_head = config_dict.get("sts_head") or BertPalsConfig.sts_head
     overrides["tasks"] = apply_head_options(specs, model_args, sts_head, saved=path if saved_model else None)
     try:
         return BertPalsConfig.from_dict(config_dict, **overrides)
@@ -396,7 +396,11 @@ def apply_head_options(
                 raise ValueError(f"--{flag} {item}: {task!r} is not one of the tasks {list(result)}.")
             takers = [task] if task else [name for name in result if takes(name, key, value)]
             if not takers:
-                raise ValueError(f"--{flag} {item}: none of the tasks {list(result)} has a head that takes it.")
+                takes_what = "; ".join(f"a {kind} task {values}" for kind, values in HEAD_OPTIONS[key].values.items())
+                raise ValueError(
+                    f"--{flag} {item}: none of the tasks {list(result)} has a head that takes it (--{flag} takes: "
+                    f"{takes_what})."
+                )
             error = accepts(takers[0], key, value) if task else None
             if error is not None:
                 raise ValueError(f"--{flag} {item}: {error}")
@@ -405,7 +409,9 @@ def apply_head_options(
     for task in result if saved is not None else ():
         kind = result[task]["kind"]
         for key in [key for key, option in HEAD_OPTIONS.items() if option.changes_weights]:
-            before, after = (spec.get(key, HEAD_OPTIONS[key].default(kind)) for spec in (specs[task], result[task]))
+            # A task entry without the option has its default; without `head`, the config's `sts_head`.
+            default = sts_head if key == "head" else HEAD_OPTIONS[key].default(kind)
+            before, after = (spec.get(key, default) for spec in (specs[task], result[task]))
             if before != after:
                 raise ValueError(
                     f"--{HEAD_OPTIONS[key].flag} {after}: {saved} is a saved model whose task {task!r} has {key} "

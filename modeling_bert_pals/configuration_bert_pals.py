@@ -89,6 +89,15 @@ HEAD_OPTIONS = {
             "([u, v, |u-v|, u*v]).",
         ),
         HeadOption(
+            "head",
+            {"pair_regression": ("cosine", "linear")},
+            changes_weights=True,
+            flag="sts_head",
+            help="Head of a separately encoded pair-regression task: 'cosine' (the paper's improvement: ReLU(cos(u, "
+            "v)) x 5) or 'linear' (its baseline: the pair's features -> dropout -> linear -> sigmoid x 5). A task "
+            "entry without it takes the config's `sts_head`.",
+        ),
+        HeadOption(
             "loss",
             {
                 "classification": ("cross_entropy",),
@@ -158,8 +167,9 @@ class BertPalsConfig(BertConfig):
         "cross_entropy+ranking" (binary pair classification, separate encoding: plus a multiple-negatives ranking
         loss over the batch's positive pairs), "mse" or "cosent" (regression).
     sts_head (`str`, defaults to `"cosine"`):
-        Head of the pair-regression tasks: "linear" (the paper's baseline: concatenation -> dropout -> linear ->
-        sigmoid x 5) or "cosine" (the paper's improvement: ReLU(cos(u, v)) x 5).
+        Head of the pair-regression tasks whose entry in `tasks` has no `head` of its own (configs written before
+        the head was a per-task option have none): "linear" (the paper's baseline: concatenation -> dropout ->
+        linear -> sigmoid x 5) or "cosine" (the paper's improvement: ReLU(cos(u, v)) x 5).
     classifier_dropout (`float`, defaults to 0.3):
         Dropout before each task's linear head.
     pooling (`str`, defaults to `"pooler"`):
@@ -251,8 +261,12 @@ class BertPalsConfig(BertConfig):
                     raise ValueError(f"Task {name!r} ({kind}): {problem}.")
         if spec.get("encoding") == "cross" and spec.get("features", "concat") != "concat":
             raise ValueError(f"Task {name!r}: `features` are those of two separately encoded sentences, not 'cross'.")
-        if kind == "pair_regression" and sts_head == "cosine" and spec.get("features", "concat") != "concat":
-            raise ValueError(f"Task {name!r}: the cosine head has no `features` (sts_head='linear' has).")
+        if (
+            kind == "pair_regression"
+            and spec.get("head", sts_head) == "cosine"
+            and spec.get("features", "concat") != "concat"
+        ):
+            raise ValueError(f"Task {name!r}: the cosine head has no `features` (the 'linear' head has).")
         if spec.get("loss") == "cross_entropy+ranking" and (spec.get("encoding") == "cross" or num_labels != 2):
             raise ValueError(
                 f"Task {name!r}: the ranking loss needs two separately encoded sentences and binary labels."

@@ -527,8 +527,8 @@ class CrossEncoderRegressionHead(RegressionHead):
         return torch.sigmoid(self.classifier(self.dropout(embeddings))).squeeze(-1) * self.max_score
 
 
-# The head of a task entry, by (kind, encoding, STS head): a separately encoded pair-regression task's head is the
-# config's `sts_head`; every other head is set by its kind and encoding alone (None).
+# The head of a task entry, by (kind, encoding, STS head): a separately encoded pair-regression task's head is its
+# `head` option; every other head is set by its kind and encoding alone (None).
 HEAD_CLASSES = {
     ("classification", "single", None): SentenceClassificationHead,
     ("pair_classification", "separate", None): PairClassificationHead,
@@ -540,11 +540,15 @@ HEAD_CLASSES = {
 
 
 def task_head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:
-    """The head class of a task entry of `BertPalsConfig.tasks` (`sts_head` chooses between the two STS heads)."""
+    """
+    The head class of a task entry of `BertPalsConfig.tasks`; a separately encoded pair-regression task's entry
+    chooses between the two STS heads with its `head`, else the config's `sts_head` does.
+    """
     kind = spec["kind"]
     # A single sentence is always "single" (configs written before `HEAD_OPTIONS` may say "separate").
     encoding = "single" if kind == "classification" else spec.get("encoding", HEAD_OPTIONS["encoding"].default(kind))
-    key = (kind, encoding, sts_head if (kind, encoding) == ("pair_regression", "separate") else None)
+    head = spec.get("head", sts_head) if (kind, encoding) == ("pair_regression", "separate") else None
+    key = (kind, encoding, head)
     return HEAD_CLASSES[key]
 
 

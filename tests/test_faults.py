@@ -115,7 +115,7 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_checkpoint, t
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--sts_head", "foo", r"Unknown sts_head 'foo'"),
+        ("--sts_head", "foo", r"--sts_head foo: none of the tasks .* a pair_regression task \('cosine', 'linear'\)"),
         ("--pal_size", "205", r"pal_size \(205\) must be a positive multiple of pal_num_heads \(3\)"),
         ("--pooling", "max", r"Unknown pooling 'max'"),
         ("--classifier_dropout", "1.5", r"classifier_dropout must be in \[0, 1\)"),
@@ -452,7 +452,7 @@ def test_cli_errors_are_one_line_with_exit_status_1(tiny_checkpoint, tiny_data, 
         assert run_multitask.cli(args) == 1
         err = capsys.readouterr().err
         assert err.startswith("run_multitask.py: error: ") and err.count("\n") == 1, err
-    with pytest.raises(ValueError, match="Unknown sts_head"):  # --traceback: the exception itself
+    with pytest.raises(ValueError, match="--sts_head foo: none of the tasks"):  # --traceback: the exception itself
         run_multitask.cli([*cases[0], "--traceback"])
 
 

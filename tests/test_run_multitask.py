@@ -36,7 +36,7 @@ def test_presets_and_explicit_flags(tiny_checkpoint, data_dir, tmp_path):
     model_args, _, training_args = run_multitask.parse_args(
         tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "combined", "--gradvac_beta", "0.5")
     )
-    assert (model_args.use_pals, model_args.sts_head) == (True, "cosine")
+    assert (model_args.use_pals, model_args.sts_head) == (True, ["cosine"])
     assert (training_args.gradient_surgery, training_args.gradvac_beta) == ("gradvac", 0.5)
     _, _, training_args = run_multitask.parse_args(
         tiny_args(tiny_checkpoint, data_dir, tmp_path, "--preset", "baseline", "--learning_rate", "0.01")

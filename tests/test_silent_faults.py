@@ -55,7 +55,7 @@ def test_preset_with_an_equals_sign_is_applied(tiny_checkpoint, tiny_data, tmp_p
     joined = run_multitask.parse_args(cli_args(tiny_checkpoint, tiny_data, tmp_path, "--preset=baseline"))
     assert joined == spaced
     model_args, _, training_args = joined
-    assert (model_args.use_pals, model_args.sts_head) == (False, "linear")
+    assert (model_args.use_pals, model_args.sts_head) == (False, ["linear"])
     assert (training_args.task_schedule, training_args.freeze_encoder, training_args.learning_rate) == (
         "sequential",
         True,
@@ -65,7 +65,7 @@ def test_preset_with_an_equals_sign_is_applied(tiny_checkpoint, tiny_data, tmp_p
     train(tiny_checkpoint, tiny_data, output_dir, "--preset=baseline", "--save_strategy", "no")
     recorded = json.loads((output_dir / "run_config.json").read_text())
     assert recorded["preset"] == "baseline"
-    assert recorded["model"]["use_pals"] is False and recorded["model"]["sts_head"] == "linear"
+    assert recorded["model"]["use_pals"] is False and recorded["tasks"]["sts"]["head"] == "linear"
     assert recorded["training"]["task_schedule"] == "sequential" and recorded["training"]["freeze_encoder"]
 
 

@@ -97,7 +97,6 @@ def build_model_card(
         use_pals=config.use_pals,
         pal_size=config.pal_size,
         pal_num_heads=config.pal_num_heads,
-        sts_head=config.sts_head,
         pooling=config.pooling,
         gradient_surgery=args.gradient_surgery,
         surgery_hyperparameters=args.surgery_hyperparameters,
