@@ -7,8 +7,9 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """BERT with Projected Attention Layers (PALs, Stickland & Murray 2019) and one head per task.
 
-Remote-code file: it imports nothing beyond torch and transformers, and its config only as
-`from .configuration_bert_pals import BertPalsConfig`, so that `save_pretrained` can ship it next to the weights.
+Remote-code file: it imports nothing beyond torch and transformers, and its config and pipeline files only as
+`from .configuration_bert_pals import ...` and `from .pipeline_bert_pals import ...`, so that `save_pretrained` can
+ship all three next to the weights (the pipeline file imports only torch and transformers).
 """
 
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_bert_pals import HEAD_OPTIONS, BertPalsConfig
+from .pipeline_bert_pals import custom_pipelines_entry
 
 
 logger = logging.get_logger(__name__)
@@ -581,6 +583,15 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             {task: task_head_class(spec, config.sts_head)(config, spec) for task, spec in config.tasks.items()}
         )
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """
+        `PreTrainedModel.save_pretrained`, with the multitask pipeline registered in the config (`custom_pipelines`):
+        `pipeline(model=save_directory, trust_remote_code=True)` then builds it (`push_to_hub` saves this way too). The
+        pipeline's code file travels with the model's, as one of its relative imports.
+        """
+        self.config.custom_pipelines = custom_pipelines_entry()
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def embed(self, input_ids, attention_mask=None, token_type_ids=None, task=None) -> torch.Tensor:
         """Sentence embeddings as the config's `pooling` says: BERT's pooler output or the masked mean."""
