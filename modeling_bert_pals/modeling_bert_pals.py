@@ -550,6 +550,31 @@ def task_head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:
     return HEAD_CLASSES[key]
 
 
+class BertPalsForSentenceEmbedding(BertPalsPreTrainedModel):
+    """
+    One task's sentence encoder on its own: the shared BERT with that task's PALs (a config with that one task) and
+    no head, whose `forward` takes what a tokenizer gives. It is what sentence-transformers loads (with a pooling
+    module, see `export_sentence_transformer.py`): its `last_hidden_state` is what the task's head pools.
+    """
+
+    def __init__(self, config: BertPalsConfig):
+        if len(config.tasks) != 1:
+            raise ValueError(f"A sentence encoder has one task (whose PALs it runs); got tasks {config.task_names}.")
+        super().__init__(config)
+        self.bert = BertPalsModel(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool = True,  # sentence-transformers passes it; the output is always a `ModelOutput`
+    ) -> BaseModelOutputWithPooling:
+        task = self.config.task_names[0]
+        return self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, task=task)
+
+
 @dataclass
 class MultitaskOutput(ModelOutput):
     """
@@ -805,4 +830,4 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         return [p for _, p in self.named_task_parameters(task)]
 
 
-__all__ = ["BertPalsForMultitask", "BertPalsModel", "BertPalsPreTrainedModel", "TaskHead"]
+__all__ = ["BertPalsForMultitask", "BertPalsForSentenceEmbedding", "BertPalsModel", "BertPalsPreTrainedModel", "TaskHead"]
