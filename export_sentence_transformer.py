@@ -32,10 +32,10 @@ def sentence_encoder(model: BertPalsForMultitask, task: str) -> BertPalsForSente
         raise ValueError(f"Unknown task {task!r}; this model has tasks {model.config.task_names}.")
     if model.heads[task].encoding != "separate":
         bi_encoded = [name for name, head in model.heads.items() if head.encoding == "separate"]
+        reads = "a pair as one sequence" if model.heads[task].encoding == "cross" else "one sentence"
         raise ValueError(
-            f"Task {task!r} reads {'a pair as one sequence' if model.heads[task].encoding == 'cross' else 'one sentence'}"
-            f": its head does not compare two sentence embeddings. Export a task whose pairs are encoded separately: "
-            f"{bi_encoded}."
+            f"Task {task!r} reads {reads}: its head does not compare two sentence embeddings. Export a task whose "
+            f"pairs are encoded separately: {bi_encoded}."
         )
     values = {**model.config.to_dict(), "tasks": {task: dict(model.config.tasks[task])}}
     for key in ("custom_pipelines", "auto_map", "architectures"):  # the multitask model's, not the encoder's

@@ -830,4 +830,10 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         return [p for _, p in self.named_task_parameters(task)]
 
 
-__all__ = ["BertPalsForMultitask", "BertPalsForSentenceEmbedding", "BertPalsModel", "BertPalsPreTrainedModel", "TaskHead"]
+__all__ = [
+    "BertPalsForMultitask",
+    "BertPalsForSentenceEmbedding",
+    "BertPalsModel",
+    "BertPalsPreTrainedModel",
+    "TaskHead",
+]
