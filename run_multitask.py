@@ -54,7 +54,7 @@ from trainer.output_lock import LOCK_NAME, lock_output_dir
 from trainer.predictions import replace_folder, write_predictions
 from trainer.presets import PRESETS
 from trainer.surgery import METHODS
-from trainer.tasks import PAPER_TASKS, TASKS, get_task
+from trainer.tasks import PAPER_TASKS, TASKS, fill_label_names, get_task
 from trainer.tokenization import tokenize_split
 from trainer.training_args import MultitaskTrainingArguments
 
@@ -362,7 +362,8 @@ def build_config(model_args: ModelArguments, tasks: list[str] | None) -> BertPal
     sts_head = config_dict.get("sts_head") or BertPalsConfig.sts_head
     overrides["tasks"] = apply_head_options(specs, model_args, sts_head, saved=path if saved_model else None)
     try:
-        return BertPalsConfig.from_dict(config_dict, **overrides)
+        # A model saved before the class names were recorded gets the registry's.
+        return fill_label_names(BertPalsConfig.from_dict(config_dict, **overrides))
     except (ValueError, StrictDataclassError) as error:
         source = "the options" if model_type == "bert" else f"{path} or the options"
         raise ValueError(f"Invalid model configuration ({source}): {error}") from error

@@ -8,9 +8,17 @@
 """BERT with Projected Attention Layers for multi-task learning, as a Transformers (remote-code) model."""
 
 from transformers import AutoConfig, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_bert_pals import DEFAULT_TASKS, BertPalsConfig
-from .modeling_bert_pals import BertPalsForMultitask, BertPalsModel, BertPalsPreTrainedModel, MultitaskOutput
+from .modeling_bert_pals import (
+    BertPalsForMultitask,
+    BertPalsForSentenceEmbedding,
+    BertPalsModel,
+    BertPalsPreTrainedModel,
+    MultitaskOutput,
+)
+from .pipeline_bert_pals import PIPELINE_TASK, BertPalsMultitaskPipeline
 
 
 # In-process: the Auto classes know the model without trust_remote_code.
@@ -19,12 +27,19 @@ AutoModel.register(BertPalsConfig, BertPalsForMultitask)
 # On disk: save_pretrained copies both code files and writes `auto_map`, so anyone loads it with trust_remote_code.
 BertPalsConfig.register_for_auto_class()
 BertPalsForMultitask.register_for_auto_class("AutoModel")
+BertPalsForSentenceEmbedding.register_for_auto_class("AutoModel")  # the auto_map of an exported sentence encoder
+# In-process `pipeline("bert-pals-multitask", model=...)`; a saved model names it in `custom_pipelines` for the rest.
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=BertPalsMultitaskPipeline, pt_model=AutoModel, type="text"
+)
 
 __all__ = [
     "DEFAULT_TASKS",
     "BertPalsConfig",
     "BertPalsForMultitask",
+    "BertPalsForSentenceEmbedding",
     "BertPalsModel",
+    "BertPalsMultitaskPipeline",
     "BertPalsPreTrainedModel",
     "MultitaskOutput",
 ]

@@ -132,6 +132,9 @@ HEAD_OPTIONS = {
 }
 # Values that configs written before `HEAD_OPTIONS` may carry for a single sentence, which mean the default.
 LEGACY_OPTION_VALUES = {("classification", "encoding"): "separate", ("classification", "features"): "concat"}
+# Keys of a task entry that name its outputs for people (class names): they neither shape the weights nor identify a
+# training run, and configs saved before them lack them.
+DESCRIPTIVE_TASK_KEYS = ("label_names",)
 STS_HEADS = ("linear", "cosine")
 POOLINGS = ("pooler", "mean")
 PAL_DECODER_INITS = ("zeros", "normal")
@@ -165,7 +168,10 @@ class BertPalsConfig(BertConfig):
         one sequence `[CLS] a [SEP] b [SEP]`), `features` of a separate pair's linear head ("concat": `[u, v]`, the
         paper's; "sbert": `[u, v, |u - v|, u * v]`), and of every task `loss`: "cross_entropy" (classification),
         "cross_entropy+ranking" (binary pair classification, separate encoding: plus a multiple-negatives ranking
-        loss over the batch's positive pairs), "mse" or "cosent" (regression).
+        loss over the batch's positive pairs), "mse" or "cosent" (regression). What the outputs mean: `label_names`
+        of a classification kind, the `num_labels` class names in label order (what the pipeline returns), and
+        `max_score` of a regression task (its scores lie in [0, `max_score`]). A config saved without `label_names`
+        still loads; its classes are then named by the task registry where it knows the task, else `LABEL_{i}`.
     sts_head (`str`, defaults to `"cosine"`):
         Head of the pair-regression tasks whose entry in `tasks` has no `head` of its own (configs written before
         the head was a per-task option have none): "linear" (the paper's baseline: concatenation -> dropout ->
@@ -254,6 +260,21 @@ class BertPalsConfig(BertConfig):
         num_labels = spec.get("num_labels", 1)
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"Task {name!r} has num_labels={num_labels!r}; expected a positive int.")
+        label_names = spec.get("label_names")
+        if label_names is not None:
+            if kind == "pair_regression":
+                raise ValueError(
+                    f"Task {name!r} is a regression task: it has a score range (`max_score`), not labels."
+                )
+            names_ok = isinstance(label_names, (list, tuple)) and all(isinstance(n, str) and n for n in label_names)
+            if not names_ok or len(label_names) != num_labels or len(set(label_names)) != num_labels:
+                raise ValueError(
+                    f"Task {name!r}: `label_names` must be {num_labels} distinct non-empty strings, one per class in "
+                    f"label order; got {label_names!r}."
+                )
+        max_score = spec.get("max_score", 5.0)
+        if isinstance(max_score, bool) or not isinstance(max_score, (int, float)) or not max_score > 0:
+            raise ValueError(f"Task {name!r}: `max_score` must be a positive number; got {max_score!r}.")
         for key, option in HEAD_OPTIONS.items():
             if key in spec and LEGACY_OPTION_VALUES.get((kind, key)) != spec[key]:
                 problem = option.problem(kind, spec[key])
@@ -291,6 +312,16 @@ class BertPalsConfig(BertConfig):
     @property
     def task_names(self) -> list[str]:
         return list(self.tasks)
+
+    def label_names(self, task: str) -> list[str]:
+        """The class names of a classification task: the saved `label_names`, else `LABEL_0`, `LABEL_1`, ..."""
+        spec = self.tasks[task]
+        saved = spec.get("label_names")
+        return list(saved) if saved else [f"LABEL_{i}" for i in range(spec.get("num_labels", 1))]
+
+    def score_range(self, task: str) -> tuple[float, float]:
+        """The range of a regression task's scores: [0, `max_score`]."""
+        return 0.0, float(self.tasks[task].get("max_score", 5.0))
 
 
 __all__ = ["BertPalsConfig"]

@@ -7,8 +7,9 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """BERT with Projected Attention Layers (PALs, Stickland & Murray 2019) and one head per task.
 
-Remote-code file: it imports nothing beyond torch and transformers, and its config only as
-`from .configuration_bert_pals import BertPalsConfig`, so that `save_pretrained` can ship it next to the weights.
+Remote-code file: it imports nothing beyond torch and transformers, and its config and pipeline files only as
+`from .configuration_bert_pals import ...` and `from .pipeline_bert_pals import ...`, so that `save_pretrained` can
+ship all three next to the weights (the pipeline file imports only torch and transformers).
 """
 
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_bert_pals import HEAD_OPTIONS, BertPalsConfig
+from .pipeline_bert_pals import custom_pipelines_entry
 
 
 logger = logging.get_logger(__name__)
@@ -552,6 +554,31 @@ def task_head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:
     return HEAD_CLASSES[key]
 
 
+class BertPalsForSentenceEmbedding(BertPalsPreTrainedModel):
+    """
+    One task's sentence encoder on its own: the shared BERT with that task's PALs (a config with that one task) and
+    no head, whose `forward` takes what a tokenizer gives. It is what sentence-transformers loads (with a pooling
+    module, see `export_sentence_transformer.py`): its `last_hidden_state` is what the task's head pools.
+    """
+
+    def __init__(self, config: BertPalsConfig):
+        if len(config.tasks) != 1:
+            raise ValueError(f"A sentence encoder has one task (whose PALs it runs); got tasks {config.task_names}.")
+        super().__init__(config)
+        self.bert = BertPalsModel(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool = True,  # sentence-transformers passes it; the output is always a `ModelOutput`
+    ) -> BaseModelOutputWithPooling:
+        task = self.config.task_names[0]
+        return self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, task=task)
+
+
 @dataclass
 class MultitaskOutput(ModelOutput):
     """
@@ -585,6 +612,15 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
             {task: task_head_class(spec, config.sts_head)(config, spec) for task, spec in config.tasks.items()}
         )
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """
+        `PreTrainedModel.save_pretrained`, with the multitask pipeline registered in the config (`custom_pipelines`):
+        `pipeline(model=save_directory, trust_remote_code=True)` then builds it (`push_to_hub` saves this way too). The
+        pipeline's code file travels with the model's, as one of its relative imports.
+        """
+        self.config.custom_pipelines = custom_pipelines_entry()
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def embed(self, input_ids, attention_mask=None, token_type_ids=None, task=None) -> torch.Tensor:
         """Sentence embeddings as the config's `pooling` says: BERT's pooler output or the masked mean."""
@@ -798,4 +834,10 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         return [p for _, p in self.named_task_parameters(task)]
 
 
-__all__ = ["BertPalsForMultitask", "BertPalsModel", "BertPalsPreTrainedModel", "TaskHead"]
+__all__ = [
+    "BertPalsForMultitask",
+    "BertPalsForSentenceEmbedding",
+    "BertPalsModel",
+    "BertPalsPreTrainedModel",
+    "TaskHead",
+]

@@ -65,7 +65,11 @@ def test_a_registered_task_trains_next_to_the_paper_tasks(polarity_task, tiny_ch
         assert sorted(read_predictions(path)) == sorted(str(i) for i in range(size))  # row indices as ids
     assert "Toy polarity" in (tmp_path / "README.md").read_text()
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["tasks"]["polarity"] == {"kind": "classification", "num_labels": 2}
+    assert saved["tasks"]["polarity"] == {
+        "kind": "classification",
+        "num_labels": 2,
+        "label_names": ["negative", "positive"],
+    }
 
 
 @pytest.mark.slow

@@ -22,6 +22,8 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from modeling_bert_pals.configuration_bert_pals import DESCRIPTIVE_TASK_KEYS
+
 
 RUN_CONFIG_NAME = "run_config.json"
 RUN_CONFIG_VERSION = 1
@@ -57,7 +59,11 @@ def build_run_config(model_config, args, preset: str | None = None, data: dict |
     config = {
         "version": RUN_CONFIG_VERSION,
         "preset": preset,
-        "tasks": {name: dict(spec) for name, spec in model_config.tasks.items()},
+        # Class names describe the outputs: a run resumed with or without them is the same run.
+        "tasks": {
+            name: {key: value for key, value in spec.items() if key not in DESCRIPTIVE_TASK_KEYS}
+            for name, spec in model_config.tasks.items()
+        },
         "model": {key: getattr(model_config, key, None) for key in MODEL_KEYS},
         "training": {key: getattr(args, key, None) for key in TRAINING_KEYS},
     }

@@ -134,6 +134,8 @@ class Task:
         spec = {"kind": self.kind, "num_labels": self.num_labels}
         if self.is_regression:
             spec["max_score"] = float(self.label_range[1])
+        else:
+            spec["label_names"] = list(self.label_names)  # what the pipeline and the demo call the classes
         return spec
 
     def features(self) -> datasets.Features:
@@ -213,6 +215,21 @@ def leaderboard_of(metrics: dict[str, float], tasks, prefix: str = "eval") -> fl
 def metric_keys(tasks, prefix: str = "eval") -> dict[str, str]:
     """`{task: metric_key(task), ..., OVERALL: "eval_overall"}`, in the order of `tasks`."""
     return {task: metric_key(task, prefix) for task in (*tasks, OVERALL)}
+
+
+def fill_label_names(config):
+    """
+    Gives the classification tasks of a model `config` that was saved without class names (before they were
+    recorded) the names of the registered task of that name, kind and number of labels; the others keep
+    `BertPalsConfig.label_names`' fallback, `LABEL_{i}`. Returns the config, changed in place.
+    """
+    for name, spec in config.tasks.items():
+        task = TASKS.get(name)
+        if spec.get("label_names") or task is None or task.is_regression:
+            continue
+        if (task.kind, task.num_labels) == (spec["kind"], spec.get("num_labels", 1)):
+            spec["label_names"] = list(task.label_names)
+    return config
 
 
 # The CS224N default project's tasks. The prediction headers are the course grader's, typo included.
