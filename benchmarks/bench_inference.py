@@ -19,7 +19,6 @@ noisy): compare the ratios, not the absolute figures, and only within one run.
 """
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -27,11 +26,17 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
 from modeling_bert_pals import PIPELINE_TASK, BertPalsForMultitask
+from trainer.cs224n_builder import load_cs224n
+from trainer.tasks import PAPER_TASKS, get_task
 
 
-def sst_sentences(data_dir: Path, count: int) -> list[str]:
-    with open(data_dir / "ids-sst-dev.csv", newline="") as f:
-        return [row["sentence"] for row in csv.DictReader(f, delimiter="\t")][:count]
+# The single-sentence task of the paper's (SST), from the registry.
+TASK = next(task for task in PAPER_TASKS if get_task(task).num_texts == 1)
+
+
+def dev_sentences(data_dir: Path, count: int) -> list[str]:
+    dev = load_cs224n(TASK, str(data_dir))["validation"]
+    return dev.select(range(min(count, len(dev))))["sentence"]
 
 
 def main():
@@ -54,7 +59,7 @@ def main():
     ours = pipeline(PIPELINE_TASK, model=model, tokenizer=tokenizer)
     plain = BertForSequenceClassification.from_pretrained(args.model, num_labels=5).eval()
     floor = pipeline("text-classification", model=plain, tokenizer=tokenizer)
-    sentences = sst_sentences(args.data_dir, args.sentences)
+    sentences = dev_sentences(args.data_dir, args.sentences)
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
 
     def direct(chunk, batch_size):
@@ -68,22 +73,23 @@ def main():
                     max_length=max_length,
                     return_tensors="pt",
                 )
-                probabilities = model(task="sst", **batch).logits.softmax(-1)
+                probabilities = model(task=TASK, **batch).logits.softmax(-1)
                 scores, labels = probabilities.max(-1)
                 results.extend(zip(labels.tolist(), scores.tolist()))
         return results
 
     runs = {
-        "pipeline": lambda chunk, b: ours(chunk, task="sst", batch_size=b),
+        "pipeline": lambda chunk, b: ours(chunk, task=TASK, batch_size=b),
         "direct": lambda chunk, b: direct(chunk, b),
         "floor": lambda chunk, b: floor(chunk, batch_size=b),
     }
     # The pipeline gives what the direct call gives (the top class of every sentence).
-    names = model.config.label_names("sst")
+    names = model.config.label_names(TASK)
     for b in (1, 64):
-        labels = [r["label"] for r in ours(sentences[:64], task="sst", batch_size=b)]
+        labels = [r["label"] for r in ours(sentences[:64], task=TASK, batch_size=b)]
         assert labels == [names[i] for i, _ in direct(sentences[:64], b)]
-    print(f"{args.model}: {len(sentences)} SST dev sentences, torch threads {torch.get_num_threads()}")
+    name = get_task(TASK).short_name
+    print(f"{args.model}: {len(sentences)} {name} dev sentences, torch threads {torch.get_num_threads()}")
     print(
         f"{'batch':>5} | {'pipeline s/s':>12} | {'direct s/s':>10} | {'floor s/s':>9} | "
         "direct/pipeline | floor/pipeline"

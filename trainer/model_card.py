@@ -37,8 +37,9 @@ def describe_head(model, task: str) -> str:
     options = []
     for key, option in HEAD_OPTIONS.items():
         value = spec.get(key, option.default(spec["kind"]))
-        # The loss always; another option when the task entry sets it (a number option when it is not 0).
-        if key == "loss" or (key in spec and not (option.is_number and value == 0)):
+        # The loss always; another option when the task entry sets it (a number option when it is not 0). The STS
+        # `head` is the head's class itself.
+        if key == "loss" or (key in spec and key != "head" and not (option.is_number and value == 0)):
             options.append(f"{key} {value:g}" if option.is_number else f"{key} {value}")
     return f"{type(head).__name__} ({', '.join(options)})"
 

@@ -69,7 +69,7 @@ class Preset:
 def fine_tuned(use_pals: bool, sts_head: str, gradient_surgery: str) -> dict:
     """The values of the paper's multitask experiments: round-robin over the tasks, BERT fine-tuned, summed losses;
     they differ in what the paper varies (PALs, the STS head, gradient surgery)."""
-    return dict(use_pals=use_pals, sts_head=sts_head, task_schedule="round_robin", gradient_surgery=gradient_surgery)
+    return dict(use_pals=use_pals, sts_head=[sts_head], task_schedule="round_robin", gradient_surgery=gradient_surgery)
 
 
 PRESETS = {
@@ -82,7 +82,7 @@ PRESETS = {
             "Baseline (separate; frozen encoder)",
             dict(
                 use_pals=False,
-                sts_head="linear",
+                sts_head=["linear"],
                 freeze_encoder=True,
                 task_schedule="sequential",
                 gradient_surgery="none",
@@ -131,7 +131,7 @@ PRESETS = {
             "The recipe beyond the paper (mean pooling, Quora cross-encoded, lr 1e-4 with warm-up, LLRD, 2 epochs)",
             dict(
                 use_pals=False,
-                sts_head="cosine",
+                sts_head=["cosine"],
                 pooling="mean",
                 pair_encoding=["para=cross"],
                 loss=["sts=mse"],
