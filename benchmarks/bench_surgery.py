@@ -31,6 +31,7 @@ from pathlib import Path
 import datasets
 import torch
 import torchjd
+from accelerate.utils import send_to_device
 from torchjd.aggregation import GradVac
 from transformers import AutoTokenizer
 
@@ -62,7 +63,7 @@ def load_step(args):
     rows = tokenize_split(drawn, "train", tokenizer, {task: model.heads[task].encoding for task in drawn})
     trainer = make_trainer(args, model, rows, tokenizer, "none")
     step = trainer.data_collator.collate_step([row for dataset in rows.values() for row in dataset])
-    return model, rows, tokenizer, trainer._prepare_inputs(step)
+    return model, rows, tokenizer, send_to_device(step, trainer.args.device)
 
 
 def make_trainer(args, model, train, tokenizer, surgery):
@@ -93,7 +94,7 @@ def torchjd_step(trainer, step, aggregator):
     """The anchors' way: one forward per task, then the Jacobian of the losses through the task features."""
     model = trainer.model
     model.train()
-    model.get_input_embeddings().sparse = False  # the anchors' dense Jacobian (our trainers switch it on)
+    model.get_input_embeddings().sparse = False  # the anchors' dense Jacobian (the trainers' rows switch it on)
     losses, features, task_params = [], [], []
     for task, batch in step.items():
         outputs = model(**batch)
@@ -105,7 +106,6 @@ def torchjd_step(trainer, step, aggregator):
     torchjd.autojac.jac_to_grad(shared, aggregator=aggregator)
     trainer.optimizer.step()
     model.zero_grad(set_to_none=True)
-    model.get_input_embeddings().sparse = True
 
 
 def runner(args, model, train, tokenizer, step, mode, trainers=None):
@@ -123,15 +123,16 @@ def surgery_parts(trainer, step, device, repeats: int) -> dict[str, float]:
     step: zeroing the task rows, the Gramians, the weights (host), the weighted combination into the gradient."""
     trainer_step(trainer, step)
     trainer.training_step(trainer.model, step)  # task rows and touched embedding rows as in a real step
-    grads, sparse, surgery = trainer._task_grads, trainer._word_embeddings, trainer.surgery
+    rows, surgery = trainer.gradient_rows, trainer.surgery
+    grads, sparse = rows.rows, rows.sparse
     slices = group_slices(surgery.group_sizes, grads.shape[1])
     gramian = gramians(grads, slices, sparse).cpu()
-    coefficients = surgery._weights(gramian, surgery._draw_orders())[0].sum(1)
+    coefficients = surgery.weights(gramian).sum(1)
     parts = {
         "Gramian": lambda: gramians(grads, slices, sparse).cpu(),
-        "weights (host)": lambda: surgery._weights(gramian, surgery._draw_orders()),
-        "combination": lambda: combine(grads, coefficients, slices, sparse, trainer._combined_grad),
-        "zeroing the task rows": trainer._zero_task_grads,
+        "weights (host)": lambda: surgery.weights(gramian),
+        "combination": lambda: combine(grads, coefficients, slices, sparse, rows.combined),
+        "zeroing the task rows": rows.zero_rows,
     }
     times = {}
     for name, part in parts.items():

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 
 import torch
+from accelerate.utils import send_to_device
 from torch.profiler import ProfilerActivity, profile
 
 import run_multitask
@@ -81,7 +82,7 @@ def main():
 
     def one_step(record: bool, split: bool = True):
         step = timed("data (sampler + collate)", lambda: next(iterator))
-        step = trainer._prepare_inputs(step)
+        step = send_to_device(step, trainer.args.device)
         if record:
             macs.append(sum(encoder_macs(config, batch) for batch in step.values()))
             tokens.append(
