@@ -583,14 +583,7 @@ class MultitaskTrainer(Trainer):
         """
         output_dir = self.args.output_dir
         complete, _ = find_checkpoints(output_dir)
-        measured = {}  # step -> a training loss measured at that step
-        for entry in self.state.log_history:
-            if isinstance(entry.get("loss"), float) and "step" in entry:
-                measured[entry["step"]] = entry["loss"]
-        for path in complete:
-            saved = (read_run_config(path) or {}).get("checkpoint", {})
-            if isinstance(saved.get("training_loss"), float):
-                measured.setdefault(saved["step"], saved["training_loss"])
+        measured = _measured_losses(self.state.log_history, complete)
         finite = [loss for loss in measured.values() if math.isfinite(loss)]
         lowest = min(finite) if finite else None
 
@@ -788,6 +781,19 @@ def _naming_file(path: str, what: str):
             raise
         detail = " ".join(str(error).split())[:300]
         raise ValueError(f"{path}: cannot read the {what}, damaged? ({type(error).__name__}: {detail})") from error
+
+
+def _measured_losses(log_history: list[dict], checkpoints: list[str]) -> dict[int, float]:
+    """Step -> a training loss measured at that step: logged, or recorded by a complete checkpoint."""
+    measured = {}
+    for entry in log_history:
+        if isinstance(entry.get("loss"), float) and "step" in entry:
+            measured[entry["step"]] = entry["loss"]
+    for path in checkpoints:
+        saved = (read_run_config(path) or {}).get("checkpoint", {})
+        if isinstance(saved.get("training_loss"), float):
+            measured.setdefault(saved["step"], saved["training_loss"])
+    return measured
 
 
 def _by_length(dataset) -> tuple[object, np.ndarray | None]:
