@@ -249,6 +249,12 @@ class BertPalsConfig(BertConfig):
                 problem = option.problem(kind, spec[key])
                 if problem is not None:
                     raise ValueError(f"Task {name!r} ({kind}): {problem}.")
+        BertPalsConfig._check_option_combination(name, spec, num_labels, sts_head)
+
+    @staticmethod
+    def _check_option_combination(name: str, spec: dict, num_labels: int, sts_head: str):
+        """The head options that are valid one by one but not together."""
+        kind = spec["kind"]
         if spec.get("encoding") == "cross" and spec.get("features", "concat") != "concat":
             raise ValueError(f"Task {name!r}: `features` are those of two separately encoded sentences, not 'cross'.")
         if kind == "pair_regression" and sts_head == "cosine" and spec.get("features", "concat") != "concat":
