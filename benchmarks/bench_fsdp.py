@@ -152,9 +152,9 @@ def worker(args):
                                    train_dataset=random_datasets(64, config.vocab_size),
                                    processing_class=AutoTokenizer.from_pretrained(args.tokenizer))  # fmt: skip
         trainer.train()
-    rows = trainer._task_grads
-    combined = 0 if trainer._combined_grad.data_ptr() == rows.data_ptr() else trainer._combined_grad.nbytes
-    shared = sum(p.numel() for p in trainer._shared_parameters)
+    rows = trainer.gradient_rows.rows
+    combined = trainer.gradient_rows.nbytes - rows.nbytes  # 0 when the combined gradient is the one row
+    shared = sum(p.numel() for p in trainer.gradient_rows.parameters)
     report = {
         "rows": list(rows.shape), "rows_bytes": rows.nbytes, "combined_bytes": combined, "shared": shared,
         "fsdp": trainer.is_fsdp_enabled, "world_size": training_args.world_size, "last_step": record.steps[-1],

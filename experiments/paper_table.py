@@ -131,6 +131,7 @@ def build_table(records: list[dict]) -> dict:
 
 
 def format_table(table: dict) -> str:
+    """`table.md`: the results, the times, the differences against the seed spread and GradVac's adjustments."""
     lines = ["# The paper's Table 1 (dev), reproduced", ""]
     lines.append(
         f"Seeds {', '.join(map(str, table['seeds']))}. Each cell: mean ± sample standard deviation over seeds, and "
@@ -151,8 +152,18 @@ def format_table(table: dict) -> str:
         metrics = [f"{cell(m['mean'], m['std'])} ({m['paper']:.3f})" for m in experiment["metrics"].values()]
         steps = ", ".join(map(str, experiment["steps"]))
         lines.append(f"| {preset} | {len(experiment['seeds'])} | {' | '.join(metrics)} | {steps} |")
+    lines += _time_section(table)
+    lines += _differences_section(table)
+    lines += _adjustments_section(table)
+    commits = ", ".join(c[:10] for c in table["commits"]) or "unknown"
+    lines += ["", f"Code: commit {commits}" + (" (with uncommitted changes)" if table["dirty"] else "") + "."]
+    lines += ["Regenerate: `python -m experiments.reproduce_paper --table_only`; the runs: `--dry_run`.", ""]
+    return "\n".join(lines)
 
-    lines += ["", "## Time", ""]
+
+def _time_section(table: dict) -> list[str]:
+    """Minutes per epoch and per run, and the runs' total time."""
+    lines = ["", "## Time", ""]
     lines.append(
         "Minutes, mean ± standard deviation over seeds. Per epoch and per run: the Trainer's `train_runtime` per step "
         "(the training loop with the dev evaluation and checkpoint after every epoch) times the steps; the dev "
@@ -185,8 +196,12 @@ def format_table(table: dict) -> str:
                 f"torch {machine_info.get('torch')})."
             ),
         ]
+    return lines
 
-    lines += ["", "## Differences against the seed spread", ""]
+
+def _differences_section(table: dict) -> list[str]:
+    """Each comparison's differences, against the seed spread and the paper's."""
+    lines = ["", "## Differences against the seed spread", ""]
     if not table["differences"]:
         lines.append("No comparison: they need `naive` (every experiment against it) or `cosine` and `combined`.")
     else:
@@ -199,46 +214,50 @@ def format_table(table: dict) -> str:
         for item in table["differences"]:
             by_pair.setdefault((item["a"], item["b"]), []).append(item)
         for (a, b), items in by_pair.items():
-            cells = []
-            for item in items:
-                text = f"{item['diff']:+.3f}"
-                if item["spread"] is not None:
-                    text += f" vs {item['spread']:.3f}"
-                if item["larger_than_spread"]:
-                    text = f"**{text}**"
-                    larger.append(
-                        f"{a} − {b}, {METRIC_TITLES[item['metric']]}: {item['diff']:+.3f} "
-                        f"(paper {item['paper_diff']:+.3f})"
-                    )
-                if item["welch_p"] is not None:
-                    text += f" (p={item['welch_p']:.2g})"
-                cells.append(f"{text}; paper {item['paper_diff']:+.3f}")
+            cells = [_difference_cell(a, b, item, larger) for item in items]
             lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
         if all(item["spread"] is None for item in table["differences"]):
             lines += ["", "Larger than the seed spread: cannot tell, it needs at least 2 seeds per experiment."]
         else:
             lines += ["", "Larger than the seed spread: " + ("; ".join(larger) if larger else "none") + "."]
+    return lines
 
-    surgery = {p: e["conflicts"] for p, e in table["experiments"].items() if e["conflicts"]}
-    if surgery:
-        lines += ["", "## GradVac adjustments (Figure 5)", ""]
-        lines.append(
-            "Adjustments of g_i against g_j per epoch (mean over seeds) against the pairs compared: logged steps x "
-            f"ordered task pairs. The paper: {table['paper_conflicts']} (its 54,000 is 18,000 steps x 3)."
+
+def _difference_cell(a: str, b: str, item: dict, larger: list[str]) -> str:
+    """One metric's difference `a - b`: bold when larger than the seed spread (then also listed in `larger`)."""
+    text = f"{item['diff']:+.3f}"
+    if item["spread"] is not None:
+        text += f" vs {item['spread']:.3f}"
+    if item["larger_than_spread"]:
+        text = f"**{text}**"
+        larger.append(
+            f"{a} − {b}, {METRIC_TITLES[item['metric']]}: {item['diff']:+.3f} (paper {item['paper_diff']:+.3f})"
         )
-        lines += [
-            "",
-            "| experiment | epoch | adjusted | pairs compared | % | by pair i-j |",
-            "|---|---|---|---|---|---|",
-        ]
-        for preset, conflicts in surgery.items():
-            for item in conflicts["per_epoch"]:
-                fraction = "n/a" if item["fraction"] is None else f"{100 * item['fraction']:.2f}"
-                pairs = ", ".join(f"{pair} {count:.0f}" for pair, count in item["by_pair"].items())
-                adjusted = cell(item["adjustments"]["mean"], item["adjustments"]["std"], 0)
-                compared = f"{item['pairs_compared']:.0f}"
-                lines.append(f"| {preset} | {item['epoch']} | {adjusted} | {compared} | {fraction} | {pairs} |")
-    commits = ", ".join(c[:10] for c in table["commits"]) or "unknown"
-    lines += ["", f"Code: commit {commits}" + (" (with uncommitted changes)" if table["dirty"] else "") + "."]
-    lines += ["Regenerate: `python -m experiments.reproduce_paper --table_only`; the runs: `--dry_run`.", ""]
-    return "\n".join(lines)
+    if item["welch_p"] is not None:
+        text += f" (p={item['welch_p']:.2g})"
+    return f"{text}; paper {item['paper_diff']:+.3f}"
+
+
+def _adjustments_section(table: dict) -> list[str]:
+    """GradVac's adjustments per epoch (the paper's Figure 5), if any run took them."""
+    surgery = {p: e["conflicts"] for p, e in table["experiments"].items() if e["conflicts"]}
+    if not surgery:
+        return []
+    lines = ["", "## GradVac adjustments (Figure 5)", ""]
+    lines.append(
+        "Adjustments of g_i against g_j per epoch (mean over seeds) against the pairs compared: logged steps x "
+        f"ordered task pairs. The paper: {table['paper_conflicts']} (its 54,000 is 18,000 steps x 3)."
+    )
+    lines += [
+        "",
+        "| experiment | epoch | adjusted | pairs compared | % | by pair i-j |",
+        "|---|---|---|---|---|---|",
+    ]
+    for preset, conflicts in surgery.items():
+        for item in conflicts["per_epoch"]:
+            fraction = "n/a" if item["fraction"] is None else f"{100 * item['fraction']:.2f}"
+            pairs = ", ".join(f"{pair} {count:.0f}" for pair, count in item["by_pair"].items())
+            adjusted = cell(item["adjustments"]["mean"], item["adjustments"]["std"], 0)
+            compared = f"{item['pairs_compared']:.0f}"
+            lines.append(f"| {preset} | {item['epoch']} | {adjusted} | {compared} | {fraction} | {pairs} |")
+    return lines

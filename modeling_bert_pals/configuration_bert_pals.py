@@ -260,9 +260,20 @@ class BertPalsConfig(BertConfig):
         num_labels = spec.get("num_labels", 1)
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"Task {name!r} has num_labels={num_labels!r}; expected a positive int.")
+        BertPalsConfig._check_outputs(name, spec, num_labels)
+        for key, option in HEAD_OPTIONS.items():
+            if key in spec and LEGACY_OPTION_VALUES.get((kind, key)) != spec[key]:
+                problem = option.problem(kind, spec[key])
+                if problem is not None:
+                    raise ValueError(f"Task {name!r} ({kind}): {problem}.")
+        BertPalsConfig._check_option_combination(name, spec, num_labels, sts_head)
+
+    @staticmethod
+    def _check_outputs(name: str, spec: dict, num_labels: int):
+        """What the outputs mean: a classification task's `label_names`, a regression task's `max_score`."""
         label_names = spec.get("label_names")
         if label_names is not None:
-            if kind == "pair_regression":
+            if spec["kind"] == "pair_regression":
                 raise ValueError(
                     f"Task {name!r} is a regression task: it has a score range (`max_score`), not labels."
                 )
@@ -275,11 +286,11 @@ class BertPalsConfig(BertConfig):
         max_score = spec.get("max_score", 5.0)
         if isinstance(max_score, bool) or not isinstance(max_score, (int, float)) or not max_score > 0:
             raise ValueError(f"Task {name!r}: `max_score` must be a positive number; got {max_score!r}.")
-        for key, option in HEAD_OPTIONS.items():
-            if key in spec and LEGACY_OPTION_VALUES.get((kind, key)) != spec[key]:
-                problem = option.problem(kind, spec[key])
-                if problem is not None:
-                    raise ValueError(f"Task {name!r} ({kind}): {problem}.")
+
+    @staticmethod
+    def _check_option_combination(name: str, spec: dict, num_labels: int, sts_head: str):
+        """The head options that are valid one by one but not together."""
+        kind = spec["kind"]
         if spec.get("encoding") == "cross" and spec.get("features", "concat") != "concat":
             raise ValueError(f"Task {name!r}: `features` are those of two separately encoded sentences, not 'cross'.")
         if (

@@ -579,6 +579,65 @@ class BertPalsForSentenceEmbedding(BertPalsPreTrainedModel):
         return self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, task=task)
 
 
+def _describe(tensor) -> str:
+    return f"a {tensor.dtype} tensor of shape {list(tensor.shape)}"
+
+
+def _check_ids(task, max_positions, name, ids, mask, types, suffix=""):
+    """One sentence's token ids (`input_ids{suffix}`), with its mask and token types: shapes, dtype and length."""
+    if not torch.is_tensor(ids) or ids.dim() != 2 or ids.is_floating_point() or ids.is_complex():
+        got = _describe(ids) if torch.is_tensor(ids) else type(ids).__name__
+        raise ValueError(f"`{name}` must be an integer tensor of shape [batch_size, length]; got {got}.")
+    for other_name, other in ((f"attention_mask{suffix}", mask), (f"token_type_ids{suffix}", types)):
+        if other is not None and (not torch.is_tensor(other) or other.shape != ids.shape):
+            got = _describe(other) if torch.is_tensor(other) else type(other).__name__
+            raise ValueError(f"`{other_name}` must have the shape of `{name}`, {list(ids.shape)}; got {got}.")
+    if ids.numel() == 0:
+        raise ValueError(
+            f"Task {task!r}: `{name}` is an empty batch (shape {list(ids.shape)}); pass at least one example "
+            "of at least one token."
+        )
+    if ids.shape[1] > max_positions:
+        raise ValueError(
+            f"Task {task!r}: `{name}` has {ids.shape[1]} tokens; the model has {max_positions} position "
+            "embeddings (max_position_embeddings): truncate the inputs, e.g. `tokenizer(..., "
+            f"truncation=True, max_length={max_positions})`."
+        )
+
+
+def _check_labels(task, head, labels, batch_size):
+    """The labels' shape and dtype, and their range (the one device synchronisation of the checks)."""
+    valid = (
+        torch.is_tensor(labels)
+        and labels.shape == (batch_size,)
+        and not labels.is_complex()
+        and labels.dtype != torch.bool
+        and (head.is_regression or not labels.is_floating_point())
+    )
+    if not valid:
+        expected = (
+            "a float tensor of scores" if head.is_regression else "an integer (torch.long) tensor of class indices"
+        )
+        got = _describe(labels) if torch.is_tensor(labels) else type(labels).__name__
+        raise ValueError(f"Task {task!r}: `labels` must be {expected} of shape [{batch_size}]; got {got}.")
+    low, high = torch.stack(torch.aminmax(labels)).tolist()  # the one synchronisation
+    if head.is_regression:
+        if not (0.0 <= low and high <= head.max_score):  # also false for a NaN
+            bad = low if not low >= 0.0 else high
+            raise ValueError(f"Task {task!r}: `labels` must be scores in [0, {head.max_score:g}]; got {bad:g}.")
+        return
+    num_labels = head.num_labels
+    if low < 0 or high >= num_labels:
+        # Cross-entropy ignores -100 (its `ignore_index`): only the other labels must be class indices.
+        kept = labels[labels != IGNORE_INDEX]
+        bad = kept[(kept < 0) | (kept >= num_labels)]
+        if len(bad):
+            raise ValueError(
+                f"Task {task!r}: `labels` must be class indices in [0, {num_labels}) (or {IGNORE_INDEX}, "
+                f"ignored); got {bad[0].item()}."
+            )
+
+
 @dataclass
 class MultitaskOutput(ModelOutput):
     """
@@ -728,81 +787,28 @@ class BertPalsForMultitask(BertPalsPreTrainedModel):
         an out-of-range class index is otherwise a device-side assert on a GPU, and a wrong score trains silently).
         """
         max_positions = self.config.max_position_embeddings
-
-        def describe(tensor):
-            return f"a {tensor.dtype} tensor of shape {list(tensor.shape)}"
-
-        def check_ids(name, ids, mask_name, mask, types_name, types):
-            if not torch.is_tensor(ids) or ids.dim() != 2 or ids.is_floating_point() or ids.is_complex():
-                got = describe(ids) if torch.is_tensor(ids) else type(ids).__name__
-                raise ValueError(f"`{name}` must be an integer tensor of shape [batch_size, length]; got {got}.")
-            for other_name, other in ((mask_name, mask), (types_name, types)):
-                if other is not None and (not torch.is_tensor(other) or other.shape != ids.shape):
-                    got = describe(other) if torch.is_tensor(other) else type(other).__name__
-                    raise ValueError(f"`{other_name}` must have the shape of `{name}`, {list(ids.shape)}; got {got}.")
-            if ids.numel() == 0:
-                raise ValueError(
-                    f"Task {task!r}: `{name}` is an empty batch (shape {list(ids.shape)}); pass at least one example "
-                    "of at least one token."
-                )
-            if ids.shape[1] > max_positions:
-                raise ValueError(
-                    f"Task {task!r}: `{name}` has {ids.shape[1]} tokens; the model has {max_positions} position "
-                    "embeddings (max_position_embeddings): truncate the inputs, e.g. `tokenizer(..., "
-                    f"truncation=True, max_length={max_positions})`."
-                )
-
         if input_ids is None:
             raise ValueError("Pass `input_ids` (integer tensor of shape [batch_size, sequence_length]).")
-        check_ids("input_ids", input_ids, "attention_mask", attention_mask, "token_type_ids", token_type_ids)
+        _check_ids(task, max_positions, "input_ids", input_ids, attention_mask, token_type_ids)
         batch_size = input_ids.shape[0]
         if head.encoding == "separate":
             if input_ids_b is None:
                 raise ValueError(f"Task {task!r} is a sentence-pair task: pass `input_ids_b` too.")
-            check_ids(
-                "input_ids_b", input_ids_b, "attention_mask_b", attention_mask_b, "token_type_ids_b", token_type_ids_b
+            _check_ids(
+                task, max_positions, "input_ids_b", input_ids_b, attention_mask_b, token_type_ids_b, suffix="_b"
             )
             if input_ids_b.shape[0] != batch_size:
                 raise ValueError(
                     f"`input_ids_b` must hold the second sentence of each of the {batch_size} pairs, shape "
-                    f"[{batch_size}, sequence_length]; got {describe(input_ids_b)}."
+                    f"[{batch_size}, sequence_length]; got {_describe(input_ids_b)}."
                 )
         elif head.encoding == "cross" and input_ids_b is not None:
             raise ValueError(
                 f"Task {task!r} reads a pair as one sequence (a cross-encoder): pass both sentences in `input_ids` "
                 "(`tokenizer(first, second)`), not `input_ids_b`."
             )
-        if labels is None:
-            return
-        valid = (
-            torch.is_tensor(labels)
-            and labels.shape == (batch_size,)
-            and not labels.is_complex()
-            and labels.dtype != torch.bool
-            and (head.is_regression or not labels.is_floating_point())
-        )
-        if not valid:
-            expected = (
-                "a float tensor of scores" if head.is_regression else "an integer (torch.long) tensor of class indices"
-            )
-            got = describe(labels) if torch.is_tensor(labels) else type(labels).__name__
-            raise ValueError(f"Task {task!r}: `labels` must be {expected} of shape [{batch_size}]; got {got}.")
-        low, high = torch.stack(torch.aminmax(labels)).tolist()  # the one synchronisation
-        if head.is_regression:
-            if not (0.0 <= low and high <= head.max_score):  # also false for a NaN
-                bad = low if not low >= 0.0 else high
-                raise ValueError(f"Task {task!r}: `labels` must be scores in [0, {head.max_score:g}]; got {bad:g}.")
-            return
-        num_labels = head.num_labels
-        if low < 0 or high >= num_labels:
-            # Cross-entropy ignores -100 (its `ignore_index`): only the other labels must be class indices.
-            kept = labels[labels != IGNORE_INDEX]
-            bad = kept[(kept < 0) | (kept >= num_labels)]
-            if len(bad):
-                raise ValueError(
-                    f"Task {task!r}: `labels` must be class indices in [0, {num_labels}) (or {IGNORE_INDEX}, "
-                    f"ignored); got {bad[0].item()}."
-                )
+        if labels is not None:
+            _check_labels(task, head, labels, batch_size)
 
     @staticmethod
     def head_class(spec: dict, sts_head: str = "cosine") -> type[TaskHead]:

@@ -235,13 +235,22 @@ def test_fp16_loss_scaling_does_not_change_the_update(tmp_path, tokenizer, surge
 @pytest.mark.parametrize("surgery", ["none", "gradvac"])
 def test_sparse_word_embedding_gradients_give_the_dense_update(tmp_path, tokenizer, surgery):
     """The trainer switches the word embeddings to sparse gradients and zeroes / combines only the touched rows; with
-    AdamW (which moves untouched rows too) the weights after several steps equal those of the dense path."""
+    AdamW (which moves untouched rows too) the weights after several steps equal those of the dense path. The model
+    ends with the dense gradients it came with."""
+
+    class RecordSparse(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.seen.append(model.get_input_embeddings().sparse)
+
     trained = {}
     for sparse in (True, False):
+        record = RecordSparse()
+        record.seen = []
         # A large epsilon keeps AdamW from blowing rounding noise (the key biases' ~0 gradient) up to lr-sized steps.
         trainer = make_trainer(
             tmp_path / str(sparse),
             tokenizer,
+            callbacks=[record],
             max_steps=4,
             optim="adamw_torch",
             learning_rate=1e-2,
@@ -250,13 +259,13 @@ def test_sparse_word_embedding_gradients_give_the_dense_update(tmp_path, tokeniz
             max_grad_norm=1.0,
         )
         embeddings = trainer.model.get_input_embeddings()
-        assert embeddings.sparse and trainer._word_embeddings is not None
-        if not sparse:
-            embeddings.sparse, trainer._word_embeddings = False, None
+        trainer.sparse_embedding_gradients = sparse
         trainer.train()
+        assert record.seen == [sparse] * 4 and not embeddings.sparse
         trained[sparse] = parameters(trainer.model)
+        assert (trainer.gradient_rows.sparse is not None) == sparse
         if sparse:  # the rows of the last step's tokens, and no more, were written
-            rows = trainer._word_embeddings.rows
+            rows = trainer.gradient_rows.sparse.rows
             assert 0 < len(rows) < embeddings.num_embeddings
     assert_same_parameters(trained[True], trained[False], atol=1e-6)
 

@@ -191,19 +191,7 @@ def read_cs224n_file(
         # csv.reader with the same dialect as csv.DictReader(f, delimiter="\t"); used directly so that
         # blank lines and short/long rows are seen (DictReader skips blank lines silently).
         reader = csv.reader(f, delimiter="\t")
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ValueError(f"{path}: empty file (no header row)") from None
-        index = {name: i for i, name in enumerate(header)}
-        needed = ["id", *spec.text_columns]
-        # A test split's label is never used: a label column there must not make rows bad (and lose their ids).
-        has_label = require_label
-        if require_label:
-            needed.append(spec.label_column)
-        missing = [c for c in needed if c not in index]
-        if missing:
-            raise ValueError(f"{path}: line 1 (header): missing column(s) {missing}; header is {header}")
+        header, index = _read_header(reader, path, spec, require_label)
         prev_end = reader.line_num
         while True:
             try:
@@ -216,34 +204,8 @@ def read_cs224n_file(
             prev_end = end
             total += 1
             where = f"line {start}" if start == end else f"line {start} (record spans lines {start}-{end})"
-            reasons: list[str] = []
-            notes: list[str] = []
-            example: dict[str, Any] = {}
-            if not fields:
-                reasons.append("blank line")
-            elif len(fields) != len(header):
-                reasons.append(f"expected {len(header)} fields, found {len(fields)}")
-            else:
-                ident = fields[index["id"]].strip()
-                if not ident:
-                    reasons.append("empty id")
-                elif "\t" in ident:
-                    reasons.append("tab inside the id field (unbalanced quote?)")
-                example["id"] = ident
-                for col in spec.text_columns:
-                    raw = fields[index[col]]
-                    text = normalize_sentence(raw) if normalize else raw.strip()
-                    if "\t" in raw:
-                        reasons.append(f"tab inside {col!r} (unbalanced quote?)")
-                    elif not text:
-                        (reasons if has_label else notes).append(f"empty {col!r}")
-                    example[col] = text
-                example["label"] = None
-                if has_label:
-                    label, label_problem = spec.parse_label(fields[index[spec.label_column]])
-                    if label_problem:
-                        reasons.append(label_problem)
-                    example["label"] = label
+            # A test split's label is never used: a label column there must not make rows bad (and lose their ids).
+            example, reasons, notes = _parse_row(fields, header, index, spec, normalize, has_label=require_label)
             reason = "; ".join(reasons)
             if reason:
                 if strict:
@@ -254,6 +216,54 @@ def read_cs224n_file(
                 kept.append((start, "; ".join(notes)))
             examples.append((start, example))
     return examples, bad, total
+
+
+def _read_header(reader, path: str, spec, require_label: bool) -> tuple[list[str], dict[str, int]]:
+    """The header row and the index of each column; a `ValueError` if it lacks a column the rows need."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty file (no header row)") from None
+    index = {name: i for i, name in enumerate(header)}
+    needed = ["id", *spec.text_columns, *([spec.label_column] if require_label else [])]
+    missing = [c for c in needed if c not in index]
+    if missing:
+        raise ValueError(f"{path}: line 1 (header): missing column(s) {missing}; header is {header}")
+    return header, index
+
+
+def _parse_row(
+    fields: list[str], header: list[str], index: dict[str, int], spec, normalize: bool, has_label: bool
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """One record as `(example, reasons, notes)`: it is bad if `reasons` is not empty; `notes` keep it."""
+    reasons: list[str] = []
+    notes: list[str] = []
+    example: dict[str, Any] = {}
+    if not fields:
+        return example, ["blank line"], notes
+    if len(fields) != len(header):
+        return example, [f"expected {len(header)} fields, found {len(fields)}"], notes
+    ident = fields[index["id"]].strip()
+    if not ident:
+        reasons.append("empty id")
+    elif "\t" in ident:
+        reasons.append("tab inside the id field (unbalanced quote?)")
+    example["id"] = ident
+    for col in spec.text_columns:
+        raw = fields[index[col]]
+        text = normalize_sentence(raw) if normalize else raw.strip()
+        if "\t" in raw:
+            reasons.append(f"tab inside {col!r} (unbalanced quote?)")
+        elif not text:
+            (reasons if has_label else notes).append(f"empty {col!r}")
+        example[col] = text
+    example["label"] = None
+    if has_label:
+        label, label_problem = spec.parse_label(fields[index[spec.label_column]])
+        if label_problem:
+            reasons.append(label_problem)
+        example["label"] = label
+    return example, reasons, notes
 
 
 @dataclasses.dataclass

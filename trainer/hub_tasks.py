@@ -78,26 +78,8 @@ def to_task_columns(
     """
     spec = get_task(task)
     features = spec.features()
-    mapping = dict(column_mapping or {})
-    unknown = sorted(set(mapping.values()) - set(features))
-    if unknown:
-        raise ValueError(f"column_mapping targets {unknown} are not task columns; {task} has {list(features)}")
-    source_of = {target: target for target in features}
-    source_of.update({target: source for source, target in mapping.items()})
-    required = [*spec.text_columns, "label"]
-    missing = [source_of[t] for t in required if source_of[t] not in dataset.column_names]
-    if "id" in mapping.values() and source_of["id"] not in dataset.column_names:
-        missing.append(source_of["id"])
-    if missing:
-        raise ValueError(
-            f"{task}: missing column(s) {missing} in the dataset; dataset columns: {dataset.column_names}"
-        )
-
-    name = dataset.info.dataset_name or "dataset"
-    if dataset.info.config_name and dataset.info.config_name != "default":
-        name += f"/{dataset.info.config_name}"
-    if dataset.split is not None:
-        name += f"[{dataset.split}]"
+    source_of = _source_columns(dataset, task, features, spec.text_columns, column_mapping)
+    name = _dataset_name(dataset)
 
     n = len(dataset)
     ids = list(dataset[source_of["id"]]) if source_of["id"] in dataset.column_names else list(range(n))
@@ -111,25 +93,8 @@ def to_task_columns(
     bad: list[tuple[int, str]] = []
     kept_ids: list[tuple[int, str]] = []
     for i in range(n):
-        reasons = []
-        ident = "" if ids[i] is None else str(ids[i]).strip()
-        if not ident:
-            reasons.append("empty id")
-        row_texts = {}
-        for col in spec.text_columns:
-            raw = texts[col][i]
-            if not isinstance(raw, str):
-                reasons.append(f"{col!r} is not a string ({raw!r})")
-                continue
-            text = normalize_sentence(raw) if normalize else raw.strip()
-            if not text:
-                reasons.append(f"empty {col!r}")
-            row_texts[col] = text
-        label = None
-        if not unlabeled:
-            label, problem = spec.parse_label(raw_labels[i])
-            if problem:
-                reasons.append(problem)
+        row_texts = {col: texts[col][i] for col in spec.text_columns}
+        ident, row_texts, label, reasons = _check_row(spec, ids[i], row_texts, raw_labels[i], normalize, unlabeled)
         if reasons:
             reason = "; ".join(reasons)
             if strict:
@@ -147,6 +112,63 @@ def to_task_columns(
     if bad:
         logger.warning(format_bad_rows(name, bad, n, unit="row"))
     return datasets.Dataset.from_dict(out, features=features, split=dataset.split)
+
+
+def _source_columns(
+    dataset: datasets.Dataset, task: str, features, text_columns, column_mapping: Mapping[str, str] | None
+) -> dict[str, str]:
+    """`{task_column: source_column}`; a `ValueError` names a mapping target that is no task column, or a source
+    column the dataset lacks."""
+    mapping = dict(column_mapping or {})
+    unknown = sorted(set(mapping.values()) - set(features))
+    if unknown:
+        raise ValueError(f"column_mapping targets {unknown} are not task columns; {task} has {list(features)}")
+    source_of = {target: target for target in features}
+    source_of.update({target: source for source, target in mapping.items()})
+    required = [*text_columns, "label"]
+    missing = [source_of[t] for t in required if source_of[t] not in dataset.column_names]
+    if "id" in mapping.values() and source_of["id"] not in dataset.column_names:
+        missing.append(source_of["id"])
+    if missing:
+        raise ValueError(
+            f"{task}: missing column(s) {missing} in the dataset; dataset columns: {dataset.column_names}"
+        )
+    return source_of
+
+
+def _dataset_name(dataset: datasets.Dataset) -> str:
+    """The dataset as the messages name it: `name/config[split]`."""
+    name = dataset.info.dataset_name or "dataset"
+    if dataset.info.config_name and dataset.info.config_name != "default":
+        name += f"/{dataset.info.config_name}"
+    if dataset.split is not None:
+        name += f"[{dataset.split}]"
+    return name
+
+
+def _check_row(
+    spec, raw_id: Any, raw_texts: dict[str, Any], raw_label: Any, normalize: bool, unlabeled: bool
+) -> tuple[str, dict[str, str], Any, list[str]]:
+    """One row as `(id, texts, label, reasons)`: the row is bad if `reasons` is not empty."""
+    reasons = []
+    ident = "" if raw_id is None else str(raw_id).strip()
+    if not ident:
+        reasons.append("empty id")
+    row_texts = {}
+    for col, raw in raw_texts.items():
+        if not isinstance(raw, str):
+            reasons.append(f"{col!r} is not a string ({raw!r})")
+            continue
+        text = normalize_sentence(raw) if normalize else raw.strip()
+        if not text:
+            reasons.append(f"empty {col!r}")
+        row_texts[col] = text
+    label = None
+    if not unlabeled:
+        label, problem = spec.parse_label(raw_label)
+        if problem:
+            reasons.append(problem)
+    return ident, row_texts, label, reasons
 
 
 def load_hub_task(

@@ -37,13 +37,14 @@ from .checkpoints import (
     write_json_atomically,
 )
 from .data_collator import MultitaskCollator
-from .fsdp import enable_fsdp_on_cpu, like_parameter, local_tensor, requested_fsdp_plugin, with_own_class
+from .fsdp import enable_fsdp_on_cpu, local_tensor, requested_fsdp_plugin, with_own_class
+from .gradient_rows import GradientRows
 from .loss_weighting import LOSS_WEIGHTING_STATE_NAME, LOSS_WEIGHTINGS, build_loss_weighting
 from .metrics import leaderboard_score, load_task_metric
 from .model_card import build_model_card, describe_hardware
 from .optimization import layerwise_parameter_groups
 from .sampling import MultitaskBatchSampler, MultitaskDataset
-from .surgery import METHODS, SparseRows, build_surgery, parameter_groups
+from .surgery import METHODS, build_surgery, parameter_groups
 from .surgery.scaling import GradientScaling
 from .weight_averaging import TRAINING_WEIGHTS_NAME, WeightAverage
 
@@ -78,7 +79,16 @@ class MultitaskTrainer(Trainer):
     groups too) each rank keeps only its shard of every task row: each task's backward reduce-scatters its gradient
     into it, the per-group `K x K` Gramians of the shards are summed over ranks (one small all-reduce), and every rank
     combines its own shard with the same weights.
+
+    The rows are a [`GradientRows`] (`trainer.gradient_rows`, from the first training step). While they are in use,
+    the model's word embeddings give sparse gradients (`embeddings.sparse = True`: a step then zeroes and combines
+    the rows of its tokens only, for the same update); `train()` gives them back the `sparse` they had when it ends.
+    A caller of `training_step` outside `train()` calls `trainer.gradient_rows.restore_embeddings()` itself. Set
+    `sparse_embedding_gradients = False` on the trainer before training to keep them dense throughout.
     """
+
+    # Whether the word embeddings give sparse gradients while training (unless they are frozen or sharded by FSDP).
+    sparse_embedding_gradients = True
 
     def __init__(
         self,
@@ -112,8 +122,7 @@ class MultitaskTrainer(Trainer):
                 parameter.requires_grad_(False)
         if self.is_fsdp_enabled and not self.accelerator.is_fsdp2:
             raise ValueError("MultitaskTrainer shards with FSDP2 only: set `version: 2` in --fsdp_config.")
-        named_shared = [(name, p) for name, p in self.model.named_shared_parameters() if p.requires_grad]
-        self._shared_parameters = [p for _, p in named_shared]
+        named_shared = self._named_shared_parameters()
         self._task_parameters = [p for task in self.tasks for p in self.model.task_parameters(task)]
         self.surgery = self._build_surgery(named_shared)
         self.loss_weighting = build_loss_weighting(
@@ -123,11 +132,8 @@ class MultitaskTrainer(Trainer):
         self._loss_weighting_epoch = None
         self.weight_average = self._build_weight_average()
         self._averaging = False  # True while training: evaluations and checkpoints see the average
-        # Sparse embedding gradients are not sharded by FSDP: under FSDP the word embeddings keep dense gradients.
-        self._word_embeddings = None if self.is_fsdp_enabled else self._sparse_word_embeddings()
         self._fsdp_gather_once = self.is_fsdp_enabled and not self.accelerator.state.fsdp_plugin.reshard_after_forward
-        self._window_token_ids = []
-        self._task_grads = None  # [num_tasks, P], allocated at the first step
+        self.gradient_rows: GradientRows | None = None  # allocated at the first step (under FSDP2, of the shards)
         self._window_tasks = set()
         self._window_loss = None
         self._task_loss_sum = None
@@ -229,85 +235,35 @@ class MultitaskTrainer(Trainer):
 
     # ---- Training step: per-task backward, then gradient surgery ----
 
-    def _allocate_gradient_buffers(self):
+    def _named_shared_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        return [(name, p) for name, p in self.model.named_shared_parameters() if p.requires_grad]
+
+    def _allocate_gradient_rows(self) -> GradientRows:
+        named_shared = self._named_shared_parameters()
         if self.is_fsdp_enabled:
             # `fully_shard` replaced the parameters with sharded ones: the task rows hold this rank's shards, and the
             # surgery's groups are this rank's columns (the same groups on every rank; its state carries over).
-            named_shared = [(name, p) for name, p in self.model.named_shared_parameters() if p.requires_grad]
-            self._shared_parameters = [p for _, p in named_shared]
             state = self.surgery.state_dict()
             self.surgery = self._build_surgery([(name, local_tensor(p)) for name, p in named_shared])
             self.surgery.load_state_dict(state)
-        device = self._shared_parameters[0].device if self._shared_parameters else self.args.device
-        size = sum(local_tensor(p).numel() for p in self._shared_parameters)
+        parameters = [p for _, p in named_shared]
+        device = parameters[0].device if parameters else self.args.device
         # Surgery needs each task's gradient in its own row; a plain sum accumulates every task into one.
-        rows = len(self.tasks) if self.surgery.needs_task_rows else 1
-        self._task_grads = torch.zeros(rows, size, device=device, dtype=torch.float32)
-        if rows == 1:  # every task writes into the one row, which is also the combined gradient
-            self._combined_grad, self._combined_grad_views = self._task_grads[0], self._views(self._task_grads[0])
-            self._task_grad_views = [self._combined_grad_views] * len(self.tasks)
-        else:
-            self._task_grad_views = [self._views(row) for row in self._task_grads]
-            self._combined_grad = torch.zeros(size, device=device, dtype=torch.float32)
-            self._combined_grad_views = self._views(self._combined_grad)
+        num_rows = len(self.tasks) if self.surgery.needs_task_rows else 1
+        # Sparse embedding gradients are not sharded by FSDP: under FSDP the word embeddings keep dense gradients.
+        sparse = self.sparse_embedding_gradients and not self.is_fsdp_enabled
+        rows = GradientRows(parameters, num_rows, device, self.model.get_input_embeddings() if sparse else None)
         self._task_loss_sum = torch.zeros(len(self.tasks), device=self.args.device)
         self._task_loss_count = torch.zeros(len(self.tasks), device=self.args.device)
         if self.is_fsdp_enabled:
             held = sum(local_tensor(p).numel() for p in self.model.parameters())
             total = sum(p.numel() for p in self.model.parameters())
-            buffers = self._task_grads.nbytes + (0 if rows == 1 else self._combined_grad.nbytes)
             logger.info(
-                f"Process {self.args.process_index} of {self.args.world_size}: gradient rows {rows} x {size:,} "
-                f"({buffers / 2**20:.2f} MiB with the combined gradient), parameters {held:,} of {total:,} entries."
+                f"Process {self.args.process_index} of {self.args.world_size}: gradient rows {num_rows} x "
+                f"{rows.rows.shape[1]:,} ({rows.nbytes / 2**20:.2f} MiB with the combined gradient), parameters "
+                f"{held:,} of {total:,} entries."
             )
-
-    def _sparse_word_embeddings(self) -> SparseRows | None:
-        """
-        The word-embedding matrix in the flat gradient layout, switched to sparse gradients: a step's backward then
-        writes the rows of its tokens only (autograd adds a sparse gradient into the dense `.grad` view in place),
-        and zeroing and surgery skip the other rows. The optimizer still sees a dense gradient, zero elsewhere,
-        exactly as before.
-        """
-        embeddings = self.model.get_input_embeddings()
-        offset = 0
-        for parameter in self._shared_parameters:
-            if parameter is embeddings.weight:
-                embeddings.sparse = True
-                num_rows, row_size = parameter.shape
-                return SparseRows(
-                    offset, num_rows, row_size, torch.zeros(0, dtype=torch.long, device=parameter.device)
-                )
-            offset += parameter.numel()
-        return None
-
-    def _window_rows(self) -> torch.Tensor:
-        """The word-embedding rows this window's tokens touched, on every process (the gradients are all-reduced)."""
-        touched = torch.zeros(self._word_embeddings.num_rows, dtype=torch.int32, device=self._task_grads.device)
-        for token_ids in self._window_token_ids:
-            touched.index_fill_(0, token_ids.to(touched.device), 1)
-        self._window_token_ids = []
-        if self.accelerator.num_processes > 1:
-            dist.all_reduce(touched)
-        return touched.nonzero().squeeze(1)
-
-    def _zero_task_grads(self):
-        block = self._word_embeddings
-        if block is None:
-            self._task_grads.zero_()
-            return
-        # Outside `block.rows`, the rows the last window touched (none yet at first), the block is still zero.
-        self._task_grads[:, : block.offset].zero_()
-        self._task_grads[:, block.end :].zero_()
-        block.matrix(self._task_grads).index_fill_(1, block.rows, 0.0)
-
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Gradients of the shared parameters that are views into `flat` (under FSDP, of this rank's shards)."""
-        views, offset = [], 0
-        for parameter in self._shared_parameters:
-            local = local_tensor(parameter)
-            views.append(like_parameter(flat[offset : offset + local.numel()].view_as(local), parameter))
-            offset += local.numel()
-        return views
+        return rows
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         model.train()
@@ -317,54 +273,55 @@ class MultitaskTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         if "task" in inputs:  # a single task's batch
             inputs = {inputs["task"]: inputs}
-        if self._task_grads is None:
-            self._allocate_gradient_buffers()
         if not self._window_tasks:  # first micro-batch of an accumulation window
-            self._zero_task_grads()
-            self._window_loss = torch.zeros((), device=self.args.device)
-
+            self._start_window()
         step_loss = torch.zeros((), device=self.args.device)
-        if self.is_fsdp_enabled:
-            # Every backward reduce-scatters into this rank's shard of the task's row, also inside the Trainer's
-            # `no_sync` of an accumulation window: deferring would keep whole unsharded gradients.
-            model.set_requires_gradient_sync(True)
-            # With `reshard_after_forward: false` the parameters stay gathered from task to task: one all-gather per
-            # optimizer step; `_combine_gradients` reshards them.
-            model.set_reshard_after_backward(not self._fsdp_gather_once)
-            sync = contextlib.nullcontext()
-        else:
-            # Gradients are averaged over processes once per window, after surgery, by `_combine_gradients`.
-            sync = self.accelerator.no_sync(model)
+        sync = self._backward_context(model)
         epoch = int(self.state.epoch or 0)
         if epoch != self._loss_weighting_epoch:  # DWA's weights change once per epoch
             self.loss_weighting.start_epoch(epoch, self._sum_over_processes)
             self._loss_weighting_epoch = epoch
         with sync:
             for task, batch in inputs.items():
-                index = self.tasks.index(task)
-                if self._word_embeddings is not None:
-                    self._window_token_ids += [
-                        batch[key].reshape(-1) for key in ("input_ids", "input_ids_b") if key in batch
-                    ]
-                # Autograd (and FSDP's reduce-scatter) accumulates into an existing `.grad` in place: point the shared
-                # parameters at this task's row, so that its backward writes its gradient there and nowhere else.
-                for parameter, view in zip(self._shared_parameters, self._task_grad_views[index]):
-                    parameter.grad = view
-                with self.compute_loss_context_manager():
-                    loss = model(**batch).loss
-                weighted = self.loss_weighting.weighted(index, loss)
-                self.accelerator.backward(weighted / self.current_gradient_accumulation_steps)
-                loss = loss.detach()
-                self.loss_weighting.observe(index, loss)
-                step_loss += loss
-                self._task_loss_sum[index] += loss
-                self._task_loss_count[index] += 1
-                self._window_tasks.add(index)
+                step_loss += self._task_backward(model, self.tasks.index(task), batch)
         self._window_loss += step_loss
 
         if self.accelerator.sync_gradients:
             self._combine_gradients()
         return step_loss / self.current_gradient_accumulation_steps
+
+    def _start_window(self) -> None:
+        if self.gradient_rows is None:
+            self.gradient_rows = self._allocate_gradient_rows()
+        self.gradient_rows.start_window()
+        self._window_loss = torch.zeros((), device=self.args.device)
+
+    def _backward_context(self, model):
+        """What the task backwards of a micro-batch run in: how the processes' gradients meet."""
+        if not self.is_fsdp_enabled:
+            # Gradients are averaged over processes once per window, after surgery, by `_combine_gradients`.
+            return self.accelerator.no_sync(model)
+        # Every backward reduce-scatters into this rank's shard of the task's row, also inside the Trainer's
+        # `no_sync` of an accumulation window: deferring would keep whole unsharded gradients.
+        model.set_requires_gradient_sync(True)
+        # With `reshard_after_forward: false` the parameters stay gathered from task to task: one all-gather per
+        # optimizer step; `_combine_gradients` reshards them.
+        model.set_reshard_after_backward(not self._fsdp_gather_once)
+        return contextlib.nullcontext()
+
+    def _task_backward(self, model, index: int, batch: dict) -> torch.Tensor:
+        """One task's forward and backward, its gradient of the shared parameters into its row; returns its loss."""
+        self.gradient_rows.write_task(index, batch)
+        with self.compute_loss_context_manager():
+            loss = model(**batch).loss
+        weighted = self.loss_weighting.weighted(index, loss)
+        self.accelerator.backward(weighted / self.current_gradient_accumulation_steps)
+        loss = loss.detach()
+        self.loss_weighting.observe(index, loss)
+        self._task_loss_sum[index] += loss
+        self._task_loss_count[index] += 1
+        self._window_tasks.add(index)
+        return loss
 
     def _combine_gradients(self):
         if not torch.isfinite(self._window_loss):
@@ -376,44 +333,13 @@ class MultitaskTrainer(Trainer):
         world_size = self.accelerator.num_processes
         # Under FSDP the rows already hold this rank's shard of the gradients averaged over ranks.
         all_reduce_rows = world_size > 1 and not self.is_fsdp_enabled
-        grads = self._task_grads
-        apply_surgery = self.surgery.needs_task_rows and len(self._window_tasks) == len(self.tasks)
-        if self.surgery.needs_task_rows and not apply_surgery and not self._warned_partial_window:
-            logger.warning(
-                "Gradient surgery needs every task in each accumulation window; this window had only "
-                f"{[self.tasks[i] for i in sorted(self._window_tasks)]}, so its gradients are summed. Use the "
-                "`round_robin` task schedule to have every task in every step."
-            )
-            self._warned_partial_window = True
-
-        sparse = None
-        if self._word_embeddings is not None:
-            sparse = self._word_embeddings
-            previous_rows, sparse.rows = sparse.rows, self._window_rows()
-        if apply_surgery:
-            if all_reduce_rows:  # surgery acts on the global batch: the same task gradients on every process
-                dist.all_reduce(grads)
-                grads /= world_size
-            # fp16: surgery compares unscaled gradients; the result is scaled back for the scaler's unscale_ and inf
-            # check (an overflow stays inf, and surgery then only sums).
-            scale = self._grad_scale()
-            if scale != 1.0:
-                grads.div_(scale)
-            if sparse is not None:  # surgery writes this window's rows only
-                sparse.matrix(self._combined_grad).index_fill_(0, previous_rows, 0.0)
+        self.gradient_rows.combine(
+            self.surgery if self._window_takes_surgery() else None,
+            grad_scale=self._grad_scale(),
+            average_over_processes=all_reduce_rows,
             # Under FSDP, the Gramians of the shards summed over ranks are the global ones: the same weights on all.
-            all_reduce = dist.all_reduce if self.is_fsdp_enabled and world_size > 1 else None
-            self.surgery(grads, sparse, out=self._combined_grad, all_reduce=all_reduce)
-            if scale != 1.0:
-                self._combined_grad.mul_(scale)
-        else:
-            if grads.shape[0] > 1:
-                torch.sum(grads, dim=0, out=self._combined_grad)
-            if all_reduce_rows:
-                dist.all_reduce(self._combined_grad)
-                self._combined_grad /= world_size
-        for parameter, view in zip(self._shared_parameters, self._combined_grad_views):
-            parameter.grad = view
+            gramian_all_reduce=dist.all_reduce if self.is_fsdp_enabled and world_size > 1 else None,
+        )
         if self._fsdp_gather_once:  # the optimizer steps on the shards: the gathered parameters are stale after it
             for module in self.model.modules():
                 if isinstance(module, FSDPModule):
@@ -426,6 +352,21 @@ class MultitaskTrainer(Trainer):
         learning_rate = max(group["lr"] for group in self.optimizer.param_groups)
         self.loss_weighting.step(learning_rate, grad_scale=self._grad_scale())
         self._window_tasks = set()
+
+    def _window_takes_surgery(self) -> bool:
+        """Whether this window's task rows go through the surgery: it compares every task, so a window needs all."""
+        if not self.surgery.needs_task_rows:
+            return False
+        if len(self._window_tasks) == len(self.tasks):
+            return True
+        if not self._warned_partial_window:
+            logger.warning(
+                "Gradient surgery needs every task in each accumulation window; this window had only "
+                f"{[self.tasks[i] for i in sorted(self._window_tasks)]}, so its gradients are summed. Use the "
+                "`round_robin` task schedule to have every task in every step."
+            )
+            self._warned_partial_window = True
+        return False
 
     def _average_task_parameter_gradients(self):
         # Every process ran the same tasks (the sampler plans steps globally), so the same parameters have gradients.
@@ -487,6 +428,8 @@ class MultitaskTrainer(Trainer):
             output = self._train(resume_from_checkpoint, trial, **kwargs)
         finally:
             self._averaging = False
+            if self.gradient_rows is not None:  # the user's model ends as it came, with its own embedding gradients
+                self.gradient_rows.restore_embeddings()
         if self.weight_average is not None and self._loaded_step is None:
             self.weight_average.apply()
         return output
@@ -640,14 +583,7 @@ class MultitaskTrainer(Trainer):
         """
         output_dir = self.args.output_dir
         complete, _ = find_checkpoints(output_dir)
-        measured = {}  # step -> a training loss measured at that step
-        for entry in self.state.log_history:
-            if isinstance(entry.get("loss"), float) and "step" in entry:
-                measured[entry["step"]] = entry["loss"]
-        for path in complete:
-            saved = (read_run_config(path) or {}).get("checkpoint", {})
-            if isinstance(saved.get("training_loss"), float):
-                measured.setdefault(saved["step"], saved["training_loss"])
+        measured = _measured_losses(self.state.log_history, complete)
         finite = [loss for loss in measured.values() if math.isfinite(loss)]
         lowest = min(finite) if finite else None
 
@@ -845,6 +781,19 @@ def _naming_file(path: str, what: str):
             raise
         detail = " ".join(str(error).split())[:300]
         raise ValueError(f"{path}: cannot read the {what}, damaged? ({type(error).__name__}: {detail})") from error
+
+
+def _measured_losses(log_history: list[dict], checkpoints: list[str]) -> dict[int, float]:
+    """Step -> a training loss measured at that step: logged, or recorded by a complete checkpoint."""
+    measured = {}
+    for entry in log_history:
+        if isinstance(entry.get("loss"), float) and "step" in entry:
+            measured[entry["step"]] = entry["loss"]
+    for path in checkpoints:
+        saved = (read_run_config(path) or {}).get("checkpoint", {})
+        if isinstance(saved.get("training_loss"), float):
+            measured.setdefault(saved["step"], saved["training_loss"])
+    return measured
 
 
 def _by_length(dataset) -> tuple[object, np.ndarray | None]:

@@ -113,21 +113,7 @@ class MultitaskTrainingArguments(TrainingArguments):
     metric_for_best_model: str | None = field(default="overall", metadata={"help": "Default: eval_overall."})
 
     def __post_init__(self):
-        for name, value, allowed in (
-            ("task_schedule", self.task_schedule, SCHEDULES),
-            ("gradient_surgery", self.gradient_surgery, SURGERIES),
-            ("surgery_granularity", self.surgery_granularity, GRANULARITIES),
-            ("gradient_scaling", self.gradient_scaling, SCALINGS),
-            ("loss_weighting", self.loss_weighting, tuple(LOSS_WEIGHTINGS)),
-        ):
-            if value not in allowed:
-                raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
-        if not 0.0 < self.layerwise_lr_decay <= 1.0:
-            raise ValueError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema_decay must be in [0, 1); got {self.ema_decay}.")
-        if not 0.0 <= self.gradvac_beta <= 1.0:
-            raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
+        self._check_choices_and_ranges()
         self.surgery_hyperparameters = self._resolve_surgery_hyperparameters()
         self.task_weight_values = self._parse_task_weights()
         for name in ("per_task_max_grad_norm", "dwa_temperature"):
@@ -146,6 +132,23 @@ class MultitaskTrainingArguments(TrainingArguments):
                 "--load_best_model_at_end needs checkpoints to choose from: set --save_strategy (and --eval_strategy) "
                 "to 'epoch' or 'steps', or drop it."
             )
+
+    def _check_choices_and_ranges(self):
+        for name, value, allowed in (
+            ("task_schedule", self.task_schedule, SCHEDULES),
+            ("gradient_surgery", self.gradient_surgery, SURGERIES),
+            ("surgery_granularity", self.surgery_granularity, GRANULARITIES),
+            ("gradient_scaling", self.gradient_scaling, SCALINGS),
+            ("loss_weighting", self.loss_weighting, tuple(LOSS_WEIGHTINGS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"--{name} {value!r} is not one of {allowed}.")
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ValueError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in [0, 1); got {self.ema_decay}.")
+        if not 0.0 <= self.gradvac_beta <= 1.0:
+            raise ValueError(f"--gradvac_beta must be in [0, 1]; got {self.gradvac_beta}.")
 
     def _resolve_surgery_hyperparameters(self) -> dict:
         """The method's hyper-parameters: from `--surgery_args`, else `--gradvac_beta` (a beta), else defaults."""
