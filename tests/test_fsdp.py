@@ -215,7 +215,9 @@ def test_fsdp_killed_run_resumes_to_the_same_weights_and_loads_in_one_process(ti
 
     # One safetensors file with the model's own remote code, loaded by a plain single process.
     assert sorted(path.name for path in full.glob("*.safetensors*")) == ["model.safetensors"]
-    assert sorted(path.name for path in full.glob("*.py")) == ["configuration_bert_pals.py", "modeling_bert_pals.py"]
+    assert sorted(path.name for path in full.glob("*.py")) == [
+        "configuration_bert_pals.py", "modeling_bert_pals.py", "pipeline_bert_pals.py",
+    ]  # fmt: skip
     script = (
         "import sys, torch\n"
         "from safetensors.torch import load_file\n"
