@@ -180,21 +180,22 @@ class KillAtStep(TrainerCallback):
             raise KeyboardInterrupt
 
 
+# A run that saves at step 3 of 7 (and is killed after it, at step 5), with AdamW and a decaying learning rate.
+KILLED_RUN = dict(
+    max_steps=7,
+    save_strategy="steps",
+    save_steps=3,
+    learning_rate=1e-3,
+    optim="adamw_torch",
+    lr_scheduler_type="linear",
+)
+
+
 @pytest.mark.parametrize("surgery", ["none", "gradvac", "nash_mtl"])
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, surgery):
     """Mid-epoch (an epoch here is 10 steps), with dropout, AdamW, a decaying learning rate, and the state of the
     methods that keep one (GradVac's targets, Nash-MTL's previous weights)."""
-    common = dict(
-        max_steps=7,
-        save_strategy="steps",
-        save_steps=3,
-        learning_rate=1e-3,
-        optim="adamw_torch",
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        gradient_surgery=surgery,
-        gradvac_beta=0.5,
-    )
+    common = dict(**KILLED_RUN, max_grad_norm=1.0, gradient_surgery=surgery, gradvac_beta=0.5)
     full = make_trainer(tmp_path / "full", tokenizer, model=tiny_model(dropout=0.1), **common)
     assert len(full.get_train_dataloader()) == 10
     full.train()

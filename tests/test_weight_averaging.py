@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import cli_args, tiny_datasets
 from safetensors.torch import load_file
-from test_trainer import KillAtStep, assert_same_parameters, make_trainer, parameters, tiny_model
+from test_trainer import KILLED_RUN, KillAtStep, assert_same_parameters, make_trainer, parameters, tiny_model
 
 import run_multitask
 from trainer.multitask_trainer import leaderboard_score
@@ -36,16 +36,7 @@ def test_the_average_follows_its_formula():
 
 
 def test_the_average_is_evaluated_and_kept_and_a_killed_run_continues_it(tmp_path, tokenizer):
-    common = dict(
-        max_steps=7,
-        save_strategy="steps",
-        save_steps=3,
-        learning_rate=1e-3,
-        optim="adamw_torch",
-        lr_scheduler_type="linear",
-        ema_decay=0.8,
-        gradient_surgery="upgrad",
-    )
+    common = dict(**KILLED_RUN, ema_decay=0.8, gradient_surgery="upgrad")
     full = make_trainer(tmp_path / "full", tokenizer, model=tiny_model(dropout=0.1), **common)
     full.train()
     # The model ends with the average, and the training weights are what the last checkpoint holds beside it.
