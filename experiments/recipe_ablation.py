@@ -29,9 +29,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.metrics import leaderboard_score
 from trainer.presets import PRESETS
-from trainer.tasks import OVERALL, PAPER_TASKS, get_task
+from trainer.tasks import OVERALL, PAPER_TASKS, leaderboard_of_scores
 
 from . import runner
 from .records import group_by_row, read_json, thread_count
@@ -169,7 +168,7 @@ def format_table(records: list[dict], floor: dict | None) -> str:
 
 def result_cells(results: dict[str, float]) -> str:
     """The metric cells of `{task: value, ..., OVERALL: value}` (the floor's, the paper's), then their leaderboard."""
-    leaderboard = leaderboard_score([(get_task(task).metric, results[task]) for task in PAPER_TASKS])
+    leaderboard = leaderboard_of_scores({task: results[task] for task in PAPER_TASKS})
     return " | ".join(f"{value:.3f}" for value in [*(results[key] for key in (*PAPER_TASKS, OVERALL)), leaderboard])
 
 

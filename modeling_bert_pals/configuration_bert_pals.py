@@ -135,7 +135,7 @@ LEGACY_OPTION_VALUES = {("classification", "encoding"): "separate", ("classifica
 # Keys of a task entry that name its outputs for people (class names): they neither shape the weights nor identify a
 # training run, and configs saved before them lack them.
 DESCRIPTIVE_TASK_KEYS = ("label_names",)
-STS_HEADS = ("linear", "cosine")
+STS_HEADS = HEAD_OPTIONS["head"].values["pair_regression"]  # the config-wide default takes the same heads
 POOLINGS = ("pooler", "mean")
 PAL_DECODER_INITS = ("zeros", "normal")
 

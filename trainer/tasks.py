@@ -207,9 +207,14 @@ def metric_key(task: str, prefix: str = "eval") -> str:
 LEADERBOARD = "leaderboard"
 
 
+def leaderboard_of_scores(scores: dict[str, float]) -> float:
+    """The leaderboard score (`trainer.metrics.leaderboard_score`) of `{task: its metric's value}`."""
+    return leaderboard_score([(get_task(task).metric, value) for task, value in scores.items()])
+
+
 def leaderboard_of(metrics: dict[str, float], tasks, prefix: str = "eval") -> float:
-    """The leaderboard score (`trainer.metrics.leaderboard_score`) of evaluation `metrics` on `tasks`."""
-    return leaderboard_score([(get_task(task).metric, metrics[metric_key(task, prefix)]) for task in tasks])
+    """The leaderboard score of evaluation `metrics` (keyed `eval_<task>_<metric>`) on `tasks`."""
+    return leaderboard_of_scores({task: metrics[metric_key(task, prefix)] for task in tasks})
 
 
 def metric_keys(tasks, prefix: str = "eval") -> dict[str, str]:
