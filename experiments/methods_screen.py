@@ -11,12 +11,14 @@ each one change from the `best` preset of `run_multitask.py`, on MiniLM.
 
     python -m experiments.methods_screen --seeds 0                                      # the screen: 1 epoch each
     python -m experiments.methods_screen --rows none upgrad --seeds 0 1 --num_train_epochs 2   # the second stage
-    python -m experiments.methods_screen --table_only                                   # results/methods/table.md
+    python -m experiments.methods_screen --table_only         # results/methods/table.md and task_statistics.png
 
 The budget is the recipe ablation's (`experiments/recipe_ablation.py`; both use `experiments/runner.py`): 8 examples of
 each task per round-robin step, dev evaluation after every epoch, the best epoch kept; `--num_train_epochs` (1 for
 the screen) is part of each run's name, `<row>-e<epochs>-seed<k>`, so the screen and the 2-epoch runs never mix.
-Results go to `results/methods/runs/`, the table to `results/methods/table.md`, with each row's command.
+Results go to `results/methods/runs/`, the table to `results/methods/table.md`, with each row's command;
+`results/methods/task_statistics.png` draws each row's per-task gradient norms, Gramian weights and loss weights per
+epoch (`experiments/methods_figures.py`).
 """
 
 import sys
@@ -24,6 +26,7 @@ import sys
 from trainer.surgery import SURGERIES
 
 from . import runner
+from .methods_figures import plot_task_statistics
 from .records import group_by_row, load_records
 from .seed_statistics import mean_std
 from .tables import cell, commands_section, metric_cells, metric_titles
@@ -89,7 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     outcome = runner.run_rows(args, build_runs(args, passthrough), "Methods")
     if args.dry_run:
         return outcome
-    runner.write_table(args, format_table(load_records(args.results_dir)), outcome, "Methods: screen table")
+    records = load_records(args.results_dir)
+    runner.write_table(args, format_table(records), outcome, "Methods: screen table")
+    figure = plot_task_statistics(records, args.results_dir / "task_statistics.png")
+    if figure is not None:
+        outcome["written"].append(figure)
+        if args.commit_results:
+            runner.commit_results([figure], "Methods: per-task gradient norms and weights")
     return outcome
 
 

@@ -11,10 +11,12 @@ What a run's results JSON (`<results_dir>/runs/<row>-seed<k>.json`) holds, and h
 A record: the command, the code's commit (and whether tracked files outside `results/` had changes), steps, the dev
 metrics after every epoch (from `trainer_state.json`), the final dev metrics (the best epoch's, reloaded), the
 training loss per logged step and per epoch (mean of the logged values; a log window is counted in the epoch it ends
-in), and for gradient-surgery runs the adjustments per ordered task pair per epoch (`surgery/<i>-<j>/adjustments`
-summed by `plot_multitask.per_epoch`) against the pairs compared: the logged steps times the ordered pairs (6 for 3
-tasks; with `--surgery_granularity layer` or `tensor` the adjustments are summed over parameter groups, the pairs
-counted once a step). Its row (a preset, or an ablation's row) is under the key `"preset"` in every record.
+in), each task's logged statistics per epoch (`task_statistics_per_epoch`: a Gramian weighting's weight, the
+gradient norm, the loss weight; the JSON keys the epochs as strings), and for gradient-surgery runs the adjustments
+per ordered task pair per epoch (`surgery/<i>-<j>/adjustments` summed by `plot_multitask.per_epoch`) against the
+pairs compared: the logged steps times the ordered pairs (6 for 3 tasks; with `--surgery_granularity layer` or
+`tensor` the adjustments are summed over parameter groups, the pairs counted once a step). Its row (a preset, or an
+ablation's row) is under the key `"preset"` in every record.
 
 Timing: `train_runtime` is the Trainer's own measure, summed over the attempts that finished training; it covers the
 training loop including the dev evaluation and checkpoint after each epoch, not loading and tokenising.
@@ -120,12 +122,29 @@ def summarize_history(history: list[dict], resume_steps: list[int] | None = None
 
     return {
         "dev_per_epoch": [{"epoch": epoch, **values} for epoch, values in sorted(dev.items())],
+        "task_statistics_per_epoch": task_statistics(history),
         "dev_loss_per_epoch": [{"epoch": epoch, **values} for epoch, values in sorted(dev_loss.items())],
         "eval_runtime_per_epoch_s": [{"epoch": e, "seconds": round(s, 2)} for e, s in sorted(eval_runtime.items())],
         "loss_per_epoch": [{"epoch": epoch, **values} for epoch, values in sorted(loss_per_epoch.items())],
         "loss_per_step": loss_per_step,
         "surgery": summarize_surgery(history, train_logs, resume_steps),
     }
+
+
+# What a run logged per task: a Gramian weighting's weights, the gradient norms, the loss weights.
+TASK_STATISTICS = {
+    "weight": plot_multitask.WEIGHTS,
+    "grad_norm": plot_multitask.GRAD_NORMS,
+    "loss_weight": plot_multitask.LOSS_WEIGHTS,
+}
+
+
+def task_statistics(history: list[dict]) -> dict[str, dict[str, dict[int, float]]]:
+    """Per statistic the run logged (`TASK_STATISTICS`): per task, its mean over the log windows of each epoch."""
+    statistics = {
+        name: plot_multitask.per_epoch(history, pattern, reduce="mean") for name, pattern in TASK_STATISTICS.items()
+    }
+    return {name: by_task for name, by_task in statistics.items() if by_task}
 
 
 def summarize_surgery(history: list[dict], train_logs: list[dict], resume_steps: list[int]) -> dict | None:

@@ -6,14 +6,22 @@
 #
 #     http://www.apache.org/licenses/LICENSE-2.0
 """experiments.methods_screen: one row per method, scaling and loss weighting, each a valid run_multitask.py
-command that changes one thing of `best`, at the budget asked for (1 epoch for the screen), in runs named by it."""
+command that changes one thing of `best`, at the budget asked for (1 epoch for the screen), in runs named by it; and
+what a run's record keeps of the weights and gradient norms it logged, drawn per row and epoch."""
 
+import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from conftest import cli_args
+
+import plot_multitask
 import run_multitask
+from experiments.methods_figures import plot_task_statistics
+from experiments.records import summarize_history
 from trainer.surgery import SURGERIES
 
 
@@ -43,3 +51,31 @@ def test_every_row_is_one_change_from_best_at_the_asked_budget(tmp_path):
             )  # clip_per_task also unclips the sum
             changes.add(changed)
         assert len(changes) == len(lines)  # every row changes something else (`none` changes nothing)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_record_keeps_the_weights_and_norms_it_logged_per_epoch(tiny_checkpoint, tiny_data, tmp_path):
+    """A real 2-epoch UPGrad run with learned loss weights: its record has, per task and epoch, the mean of the
+    logged Gramian weights, gradient norms and loss weights of that epoch, and the figure draws them."""
+    output_dir = tmp_path / "run"
+    run_multitask.main(
+        cli_args(tiny_checkpoint, tiny_data, output_dir, "--do_train", "--preset", "naive", "--gradient_surgery",
+                 "upgrad", "--loss_weighting", "uncertainty", "--num_train_epochs", "2", "--max_train_samples", "8",
+                 "--logging_steps", "1", "--save_strategy", "no")
+    )  # fmt: skip
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    statistics = summarize_history(history)["task_statistics_per_epoch"]
+    assert set(statistics) == {"weight", "grad_norm", "loss_weight"}
+    logs = [entry for entry in history if "loss" in entry]
+    for name, key in (("weight", "surgery/{}/weight"), ("grad_norm", "surgery/{}/grad_norm"),
+                      ("loss_weight", "loss_weight/{}")):  # fmt: skip
+        assert set(statistics[name]) == {"sst", "para", "sts"}
+        for task, by_epoch in statistics[name].items():
+            assert set(by_epoch) == {1, 2}
+            for epoch, mean in by_epoch.items():
+                values = [e[key.format(task)] for e in logs if plot_multitask.epoch_of(e) == epoch]
+                assert values and mean == pytest.approx(sum(values) / len(values))
+    record = {"preset": "upgrad-e2", "seed": 0, "task_statistics_per_epoch": json.loads(json.dumps(statistics))}
+    figure = plot_task_statistics([record], tmp_path / "task_statistics.png")
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert plot_task_statistics([{"preset": "none-e1", "seed": 0}], tmp_path / "nothing.png") is None
