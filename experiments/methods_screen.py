@@ -52,7 +52,11 @@ ROWS = {
     ),
     "sts_weight": ("STS loss weighted 0.25 (its gradient dominates the step)", [*BEST, "--task_weights", "sts=0.25"]),
     "uncertainty": ("uncertainty weighting (learned log-variances)", [*BEST, "--loss_weighting", "uncertainty"]),
-    "dwa": ("Dynamic Weight Average", [*BEST, "--loss_weighting", "dwa"]),
+    # Per epoch, DWA would first change a weight in epoch 3; its periods here are the runner's 50-step log windows.
+    "dwa": (
+        "Dynamic Weight Average over 50-step periods",
+        [*BEST, "--loss_weighting", "dwa", "--dwa_period_steps", "50"],
+    ),
 }
 
 

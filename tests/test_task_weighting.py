@@ -84,18 +84,41 @@ def test_dwa_follows_the_ratio_of_the_last_two_epochs():
     dwa = DynamicWeightAverage(["a", "b", "c"], temperature=2.0)
     epochs = [[1.0, 1.0, 1.0], [0.5, 0.9, 1.0], [0.2, 0.9, 0.5]]
     for epoch, losses in enumerate(epochs):
-        dwa.start_epoch(epoch)
+        dwa.start_period(epoch)
         assert torch.equal(dwa.dynamic, torch.ones(3, dtype=torch.float64)) or epoch == 2
         for _ in range(2):
             for index, loss in enumerate(losses):
                 dwa.observe(index, torch.tensor(loss))
-    dwa.start_epoch(3)
+    dwa.start_period(3)
     ratios = torch.tensor(epochs[2]) / torch.tensor(epochs[1])
     expected = 3 * torch.softmax(ratios / 2.0, 0)
     assert torch.allclose(dwa.dynamic.float(), expected)
     restored = DynamicWeightAverage(["a", "b", "c"])
     restored.load_state_dict(dwa.state_dict())
-    assert restored.current_weights() == dwa.current_weights() and restored.epoch == 3
+    assert restored.current_weights() == dwa.current_weights() and restored.period == 3
+
+
+def test_dwa_over_periods_of_steps_follows_the_logged_losses(tiny_checkpoint, tiny_data, tmp_path):
+    """`--dwa_period_steps 1`: from step 3, each step's weights are DWA's of the two steps before, as logged."""
+    output_dir = tmp_path / "run"
+    run_multitask.main(
+        cli_args(tiny_checkpoint, tiny_data, output_dir, "--do_train", "--max_steps", "5", "--preset", "naive",
+                 "--loss_weighting", "dwa", "--dwa_period_steps", "1", "--learning_rate", "1e-2",
+                 "--logging_steps", "1", "--save_strategy", "no")
+    )  # fmt: skip
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    logs = {e["step"]: e for e in history if "loss" in e}
+    tasks = ["sst", "para", "sts"]
+    for step in (1, 2):
+        assert all(logs[step][f"loss_weight/{task}"] == 1 for task in tasks)
+    for step in (3, 4, 5):
+        ratios = torch.tensor([logs[step - 1][f"loss_{t}"] / logs[step - 2][f"loss_{t}"] for t in tasks])
+        expected = 3 * torch.softmax(ratios.double() / 2.0, 0)
+        logged = torch.tensor([logs[step][f"loss_weight/{t}"] for t in tasks], dtype=torch.float64)
+        assert torch.allclose(logged, expected, rtol=1e-3), step  # the logged losses are rounded to 4 digits
+    assert not torch.allclose(logged, torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="--dwa_period_steps"):
+        run_multitask.parse_args(["--output_dir", "/tmp/unused", "--dwa_period_steps", "-1"])
 
 
 def test_static_weights_are_checked():
@@ -123,10 +146,16 @@ def test_a_task_of_weight_zero_trains_nothing_of_its_own(tiny_checkpoint, tiny_d
     assert "Task loss weights: `static` (sts 0.0, para 2.0)" in (output_dir / "README.md").read_text()
 
 
-@pytest.mark.parametrize("weighting", ["uncertainty", "dwa"])
+@pytest.mark.parametrize("weighting", ["uncertainty", "dwa", "dwa_steps"])
 def test_learned_loss_weights_resume_exactly(weighting, tiny_checkpoint, tiny_data, tmp_path):
-    """4 steps straight against 2 steps, then a resume for 2 more: the same weights, log-variances or DWA state."""
-    common = ["--do_train", "--max_steps", "4", "--preset", "naive", "--loss_weighting", weighting,
+    """4 steps straight against 2 steps, then a resume for 2 more: the same weights, log-variances or DWA state
+    (`dwa_steps`: DWA over periods of one step, so that its weights change before and after the resume)."""
+    flags = {
+        "uncertainty": ["--loss_weighting", "uncertainty"],
+        "dwa": ["--loss_weighting", "dwa"],
+        "dwa_steps": ["--loss_weighting", "dwa", "--dwa_period_steps", "1"],
+    }[weighting]
+    common = ["--do_train", "--max_steps", "4", "--preset", "naive", *flags,
               "--learning_rate", "1e-2", "--save_steps", "2", "--logging_steps", "1", "--max_train_samples", "8",
               "--per_device_train_batch_size", "2"]  # fmt: skip
     straight = tmp_path / "straight"
@@ -146,6 +175,8 @@ def test_learned_loss_weights_resume_exactly(weighting, tiny_checkpoint, tiny_da
         moments = [state["optimizer"]["state"][0] for state in (state_a, state_b)]
         assert all(torch.equal(moments[0][key], moments[1][key]) for key in ("exp_avg", "exp_avg_sq"))
         state_a, state_b = ({"log_vars": state["log_vars"]} for state in (state_a, state_b))
+    if weighting == "dwa_steps":  # the weights moved, before the resume and after it
+        assert not torch.equal(state_a["dynamic"], torch.ones(3, dtype=torch.float64))
     for key, value in state_a.items():
         assert torch.equal(value, state_b[key]) if torch.is_tensor(value) else value == state_b[key], key
     history = json.loads((straight / "trainer_state.json").read_text())["log_history"]

@@ -24,6 +24,7 @@ CONFIGURATIONS = {
     "upgrad+unit": ["--gradient_surgery", "upgrad", "--gradient_scaling", "unit"],
     "none+clip": ["--gradient_surgery", "none", "--gradient_scaling", "clip", "--per_task_max_grad_norm", "0.5"],
     "pcgrad+uncertainty": ["--gradient_surgery", "pcgrad", "--loss_weighting", "uncertainty"],
+    "cagrad+dwa": ["--gradient_surgery", "cagrad", "--loss_weighting", "dwa", "--dwa_period_steps", "1"],
     "mgda+weights": ["--gradient_surgery", "mgda", "--task_weights", "sst=2", "sts=0.5"],
     # The regularisers of the heads (without dropout R-Drop's divergence is 0, but the batch runs twice).
     "upgrad+regularisers": ["--gradient_surgery", "upgrad", "--rdrop", "1", "--label_smoothing", "0.1"],

@@ -41,6 +41,7 @@ TRAINING_KEYS = (
     "loss_weighting",
     "task_weights",
     "dwa_temperature",
+    "dwa_period_steps",
     "surgery_eps",
     "freeze_encoder",
     "ema_decay",

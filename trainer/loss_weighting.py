@@ -18,7 +18,9 @@ on the losses, before any gradient surgery, so they combine with every method of
 - `dwa` (Liu, Johns & Davison 2019, "End-to-End Multi-Task Learning with Attention", Dynamic Weight Average): from
   the third epoch, `w_i = K exp(r_i / T) / sum_j exp(r_j / T)` with `r_i = L_i(e - 1) / L_i(e - 2)` the ratio of the
   task's mean training losses over the two previous epochs (1 before); a task whose loss falls slowly gets more.
-  The epoch means (over all processes) are saved in every checkpoint.
+  The epoch means (over all processes) are saved in every checkpoint. `--dwa_period_steps N` makes the period N
+  optimizer steps instead of an epoch (the "epochs" above are then periods): with the 1-2 epochs of a fine-tuning
+  budget, per-epoch DWA would never reach its third epoch.
 """
 
 import torch
@@ -64,8 +66,9 @@ class LossWeighting:
     def step(self, learning_rate: float, grad_scale: float = 1.0) -> None:
         """Updates the weighting's own parameters from their gradients (fp16: scaled by `grad_scale`), each step."""
 
-    def start_epoch(self, epoch: int, sum_over_processes=None) -> None:
-        """Called at the first step of every epoch (`sum_over_processes` sums a tensor over processes, in place)."""
+    def start_period(self, period: int, sum_over_processes=None) -> None:
+        """Called at the first step of every period: an epoch, or `--dwa_period_steps` optimizer steps
+        (`sum_over_processes` sums a tensor over processes, in place)."""
 
     def current_weights(self) -> dict[str, float]:
         """The weight of each task now, for the log (`loss_weight/<task>`)."""
@@ -131,10 +134,10 @@ class DynamicWeightAverage(LossWeighting):
         if not temperature > 0:
             raise ValueError(f"--dwa_temperature must be above 0; got {temperature}.")
         self.temperature = temperature
-        self.epoch = None
-        self.sums = torch.zeros(len(tasks), dtype=torch.float64)  # this epoch, this process
+        self.period = None
+        self.sums = torch.zeros(len(tasks), dtype=torch.float64)  # this period, this process
         self.counts = torch.zeros(len(tasks), dtype=torch.float64)
-        self.history = []  # mean loss per task of each finished epoch (the last two are kept)
+        self.history = []  # mean loss per task of each finished period (the last two are kept)
         self.dynamic = torch.ones(len(tasks), dtype=torch.float64)
 
     def weighted(self, index: int, loss: torch.Tensor) -> torch.Tensor:
@@ -145,8 +148,8 @@ class DynamicWeightAverage(LossWeighting):
         self.sums[index] += float(loss)
         self.counts[index] += 1
 
-    def start_epoch(self, epoch: int, sum_over_processes=None) -> None:
-        if self.epoch is not None and epoch != self.epoch:
+    def start_period(self, period: int, sum_over_processes=None) -> None:
+        if self.period is not None and period != self.period:
             totals = torch.stack([self.sums, self.counts])
             if sum_over_processes is not None:
                 sum_over_processes(totals)
@@ -158,14 +161,14 @@ class DynamicWeightAverage(LossWeighting):
                     self.history[0], dtype=torch.float64
                 ).clamp(min=1e-12)
                 self.dynamic = len(self.tasks) * torch.softmax(ratios / self.temperature, 0)
-        self.epoch = epoch
+        self.period = period
 
     def current_weights(self) -> dict[str, float]:
         return {task: float(weight) for task, weight in zip(self.tasks, self.dynamic * self.weights)}
 
     def state_dict(self) -> dict:
         return {
-            "epoch": -1 if self.epoch is None else int(self.epoch),
+            "period": -1 if self.period is None else int(self.period),
             "sums": self.sums.clone(),
             "counts": self.counts.clone(),
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(self.tasks)),
@@ -173,7 +176,7 @@ class DynamicWeightAverage(LossWeighting):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = None if state["epoch"] < 0 else int(state["epoch"])
+        self.period = None if state["period"] < 0 else int(state["period"])
         self.sums, self.counts = state["sums"].double().clone(), state["counts"].double().clone()
         self.history = state["history"].tolist()
         self.dynamic = state["dynamic"].double().clone()

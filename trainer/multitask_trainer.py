@@ -129,7 +129,7 @@ class MultitaskTrainer(Trainer):
             self.args.loss_weighting, self.tasks, self.args.task_weight_values, self.args.dwa_temperature,
             device=self.args.device,
         )  # fmt: skip
-        self._loss_weighting_epoch = None
+        self._dwa_period = None
         self.weight_average = self._build_weight_average()
         self._averaging = False  # True while training: evaluations and checkpoints see the average
         self._fsdp_gather_once = self.is_fsdp_enabled and not self.accelerator.state.fsdp_plugin.reshard_after_forward
@@ -277,10 +277,10 @@ class MultitaskTrainer(Trainer):
             self._start_window()
         step_loss = torch.zeros((), device=self.args.device)
         sync = self._backward_context(model)
-        epoch = int(self.state.epoch or 0)
-        if epoch != self._loss_weighting_epoch:  # DWA's weights change once per epoch
-            self.loss_weighting.start_epoch(epoch, self._sum_over_processes)
-            self._loss_weighting_epoch = epoch
+        period = self._loss_weighting_period()
+        if period != self._dwa_period:  # DWA's weights change once per period
+            self.loss_weighting.start_period(period, self._sum_over_processes)
+            self._dwa_period = period
         with sync:
             for task, batch in inputs.items():
                 step_loss += self._task_backward(model, self.tasks.index(task), batch)
@@ -391,6 +391,12 @@ class MultitaskTrainer(Trainer):
         for grad in grads:
             grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
             offset += grad.numel()
+
+    def _loss_weighting_period(self) -> int:
+        """The period DWA compares losses over: the epoch, or the `--dwa_period_steps` window of optimizer steps."""
+        if self.args.dwa_period_steps > 0:
+            return self.state.global_step // self.args.dwa_period_steps
+        return int(self.state.epoch or 0)
 
     # ---- Logging, checkpoints ----
 

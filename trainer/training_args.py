@@ -81,6 +81,13 @@ class MultitaskTrainingArguments(TrainingArguments):
                   "named); with `uncertainty` or `dwa`, a factor on top."},
     )  # fmt: skip
     dwa_temperature: float = field(default=2.0, metadata={"help": "`--loss_weighting dwa`: the temperature T."})
+    dwa_period_steps: int = field(
+        default=0,
+        metadata={
+            "help": "`--loss_weighting dwa`: the period whose mean losses DWA compares, in optimizer steps; 0: an "
+            "epoch (the paper's). With a budget of 1-2 epochs, per-epoch DWA never changes a weight."
+        },
+    )
     ema_decay: float = field(
         default=0.0,
         metadata={
@@ -119,6 +126,8 @@ class MultitaskTrainingArguments(TrainingArguments):
         for name in ("per_task_max_grad_norm", "dwa_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be above 0; got {getattr(self, name)}.")
+        if self.dwa_period_steps < 0:
+            raise ValueError(f"--dwa_period_steps must be 0 (an epoch) or above; got {self.dwa_period_steps}.")
         self._check_optimization_values()
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # nothing to pin for; the DataLoader would warn at every epoch
