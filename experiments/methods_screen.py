@@ -73,20 +73,34 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
 
 
 def format_table(records: list[dict]) -> str:
-    """Dev per task and overall (mean ± sd over seeds), minutes per epoch, per row and number of epochs."""
+    """Dev per task and overall (mean ± sd over seeds), the overall's difference to `none` at the same epochs,
+    minutes per epoch, per row and number of epochs."""
     by_name = group_by_row(records)
     titles = " | ".join(metric_titles(abbreviated=True, leaderboard=True).values())
-    lines = [f"| row | change from `best` | epochs | {titles} | min / epoch | seeds |", "|---" * 10 + "|"]
+    lines = [
+        f"| row | change from `best` | epochs | {titles} | overall - `none` | min / epoch | seeds |",
+        "|---" * 11 + "|",
+    ]
     for name in sorted(by_name, key=lambda n: (n.rsplit("-e", 1)[1], list(ROWS).index(n.rsplit("-e", 1)[0]))):
         row, epochs = name.rsplit("-e", 1)
         group = by_name[name]
         minutes = cell(*mean_std([r["time_per_epoch_s"] / 60 for r in group]), digits=1)
         seeds = ", ".join(str(r["seed"]) for r in group)
         cells = " | ".join(metric_cells(group, leaderboard=True))
-        lines.append(f"| `{row}` | {ROWS[row][0]} | {epochs} | {cells} | {minutes} | {seeds} |")
-    return (
-        "\n".join(lines) + "\n\n" + commands_section({name: by_name[name][0]["command"] for name in sorted(by_name)})
-    )
+        difference = difference_to_none(group, by_name.get(f"none-e{epochs}"))
+        lines.append(f"| `{row}` | {ROWS[row][0]} | {epochs} | {cells} | {difference} | {minutes} | {seeds} |")
+    note = "`*`: the difference is larger than the two rows' seed standard deviations added (2 seeds or more each).\n"
+    commands = commands_section({name: by_name[name][0]["command"] for name in sorted(by_name)})
+    return "\n".join(lines) + "\n\n" + note + "\n" + commands
+
+
+def difference_to_none(group: list[dict], none: list[dict] | None) -> str:
+    """The difference of the overall means, and whether it is larger than the two rows' seed spreads (`*`)."""
+    if not none or group is none:
+        return ""
+    (mean, std), (none_mean, none_std) = (mean_std([r[runner.OVERALL_KEY] for r in runs]) for runs in (group, none))
+    larger = std is not None and none_std is not None and abs(mean - none_mean) > std + none_std
+    return f"{mean - none_mean:+.3f}" + (" *" if larger else "")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,6 +21,7 @@ from conftest import cli_args
 import plot_multitask
 import run_multitask
 from experiments.methods_figures import plot_task_statistics
+from experiments.methods_screen import format_table
 from experiments.records import summarize_history
 from trainer.surgery import SURGERIES
 
@@ -79,3 +80,20 @@ def test_a_run_record_keeps_the_weights_and_norms_it_logged_per_epoch(tiny_check
     figure = plot_task_statistics([record], tmp_path / "task_statistics.png")
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert plot_task_statistics([{"preset": "none-e1", "seed": 0}], tmp_path / "nothing.png") is None
+
+
+def test_the_table_gives_each_row_its_difference_to_none_at_the_same_epochs():
+    def record(row, seed, overall):
+        return {
+            "preset": row, "seed": seed, "command": f"python run_multitask.py --seed {seed}", "time_per_epoch_s": 60.0,
+            "eval_sst_accuracy": 0.5, "eval_para_accuracy": 0.8, "eval_sts_pearson": 0.8, "eval_overall": overall,
+        }  # fmt: skip
+
+    records = [record("none-e2", 0, 0.70), record("none-e2", 1, 0.72), record("upgrad-e2", 0, 0.76),
+               record("upgrad-e2", 1, 0.78), record("mgda-e2", 0, 0.71), record("mgda-e2", 1, 0.73),
+               record("none-e1", 0, 0.70), record("imtl_g-e1", 0, 0.75)]  # fmt: skip
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in format_table(records).splitlines()[2:10]}
+    assert rows["upgrad"][2] == "2" and rows["upgrad"][8] == "+0.060 *"  # 0.06 > 0.014 + 0.014
+    assert rows["mgda"][8] == "+0.010"  # within the spread
+    assert rows["imtl_g"][8] == "+0.050"  # one seed: no spread to compare with
+    assert rows["none"][8] == ""
