@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import plot_multitask  # noqa: E402
+from trainer.tasks import PAPER_TASKS  # noqa: E402
 
 from .records import TASK_STATISTICS, group_by_row  # noqa: E402
 
@@ -53,7 +54,8 @@ def plot_task_statistics(records: list[dict], path: Path, rows: list[str] | None
     figure, axes = plt.subplots(len(panels), 1, figsize=(14, 4.2 * len(panels)), squeeze=False)
     for ax, (statistic, by_row) in zip(axes[:, 0], panels.items()):
         groups_x = [(row, epoch) for row, values in by_row.items() for epoch in sorted({e for e, _ in values})]
-        tasks = sorted({task for values in by_row.values() for _, task in values})
+        logged = {task for values in by_row.values() for _, task in values}
+        tasks = [task for task in PAPER_TASKS if task in logged] + sorted(logged - set(PAPER_TASKS))
         width = 0.8 / len(tasks)
         for k, task in enumerate(tasks):
             heights = [by_row[row].get((epoch, task), 0.0) for row, epoch in groups_x]
