@@ -39,10 +39,10 @@ def mean_statistics(runs: list[dict], statistic: str) -> dict[tuple[int, str], f
     return {key: sum(xs) / len(xs) for key, xs in sorted(values.items())}
 
 
-def plot_task_statistics(records: list[dict], path: Path, rows: list[str] | None = None) -> Path | None:
+def plot_task_statistics(records: list[dict], path: Path) -> Path | None:
     """One panel per logged statistic (`TASK_STATISTICS`), a group of bars (one per task) per row and epoch; None
     when no run logged any."""
-    groups = group_by_row(records, rows)
+    groups = group_by_row(records)
     panels = {}
     for statistic in TASK_STATISTICS:
         by_row = {row: mean_statistics(runs, statistic) for row, runs in groups.items()}
