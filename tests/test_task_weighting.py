@@ -117,8 +117,12 @@ def test_dwa_over_periods_of_steps_follows_the_logged_losses(tiny_checkpoint, ti
         logged = torch.tensor([logs[step][f"loss_weight/{t}"] for t in tasks], dtype=torch.float64)
         assert torch.allclose(logged, expected, rtol=1e-3), step  # the logged losses are rounded to 4 digits
     assert not torch.allclose(logged, torch.ones(3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="--dwa_period_steps"):
-        run_multitask.parse_args(["--output_dir", "/tmp/unused", "--dwa_period_steps", "-1"])
+    with pytest.raises(ValueError, match="--dwa_period_steps must be 0"):
+        run_multitask.parse_args(
+            ["--output_dir", "/tmp/unused", "--loss_weighting", "dwa", "--dwa_period_steps", "-1"]
+        )
+    with pytest.raises(ValueError, match="needs --loss_weighting dwa"):  # it would change nothing
+        run_multitask.parse_args(["--output_dir", "/tmp/unused", "--dwa_period_steps", "50"])
 
 
 def test_static_weights_are_checked():

@@ -128,6 +128,10 @@ class MultitaskTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name} must be above 0; got {getattr(self, name)}.")
         if self.dwa_period_steps < 0:
             raise ValueError(f"--dwa_period_steps must be 0 (an epoch) or above; got {self.dwa_period_steps}.")
+        if self.dwa_period_steps and self.loss_weighting != "dwa":
+            raise ValueError(
+                f"--dwa_period_steps is DWA's: it needs --loss_weighting dwa, not {self.loss_weighting!r}."
+            )
         self._check_optimization_values()
         if not torch.accelerator.is_available():
             self.dataloader_pin_memory = False  # nothing to pin for; the DataLoader would warn at every epoch
