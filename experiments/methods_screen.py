@@ -28,7 +28,7 @@ from trainer.surgery import SURGERIES
 from . import runner
 from .methods_figures import plot_task_statistics
 from .records import group_by_row, load_records
-from .seed_statistics import mean_std
+from .seed_statistics import compare, mean_std
 from .tables import cell, commands_section, metric_cells, metric_titles
 
 
@@ -95,12 +95,16 @@ def format_table(records: list[dict]) -> str:
 
 
 def difference_to_none(group: list[dict], none: list[dict] | None) -> str:
-    """The difference of the overall means, and whether it is larger than the two rows' seed spreads (`*`)."""
+    """The difference of the overall means, starred when larger than the seed spread (`seed_statistics.compare`)."""
     if not none or group is none:
         return ""
-    (mean, std), (none_mean, none_std) = (mean_std([r[runner.OVERALL_KEY] for r in runs]) for runs in (group, none))
-    larger = std is not None and none_std is not None and abs(mean - none_mean) > std + none_std
-    return f"{mean - none_mean:+.3f}" + (" *" if larger else "")
+    overall = []
+    for runs in (group, none):
+        values = [r[runner.OVERALL_KEY] for r in runs]
+        mean, std = mean_std(values)
+        overall.append({"mean": mean, "std": std, "values": values})
+    comparison = compare(*overall)
+    return f"{comparison['diff']:+.3f}" + (" *" if comparison["larger_than_spread"] else "")
 
 
 def main(argv: list[str] | None = None) -> dict:
