@@ -11,11 +11,13 @@ each one change from the `best` preset of `run_multitask.py`, on MiniLM.
 
     python -m experiments.methods_screen --seeds 0                                      # the screen: 1 epoch each
     python -m experiments.methods_screen --rows none upgrad --seeds 0 1 --num_train_epochs 2   # the second stage
+    python -m experiments.methods_screen --rows none imtl_g --seeds 0 1 --num_train_epochs 2 --pals  # then with PALs
     python -m experiments.methods_screen --table_only         # results/methods/table.md and task_statistics.png
 
 The budget is the recipe ablation's (`experiments/recipe_ablation.py`; both use `experiments/runner.py`): 8 examples of
 each task per round-robin step, dev evaluation after every epoch, the best epoch kept; `--num_train_epochs` (1 for
-the screen) is part of each run's name, `<row>-e<epochs>-seed<k>`, so the screen and the 2-epoch runs never mix.
+the screen) is part of each run's name, `<row>-e<epochs>-seed<k>`, so the screen and the 2-epoch runs never mix;
+`--pals` runs each row with PALs on (`--use_pals true`, the paper's idea with a better optimizer), as `<row>_pals`.
 Results go to `results/methods/runs/`, the table to `results/methods/table.md`, with each row's command;
 `results/methods/task_statistics.png` draws each row's per-task gradient norms, Gramian weights and loss weights per
 epoch (`experiments/methods_figures.py`).
@@ -33,6 +35,7 @@ from .tables import cell, commands_section, metric_cells, metric_titles
 
 
 BEST = ["--preset", "best"]
+PALS_SUFFIX = "_pals"
 
 
 def method_row(method: str) -> tuple[str, list[str]]:
@@ -64,12 +67,26 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
     runs, epochs = [], runner.format_number(args.num_train_epochs)
     for seed in args.seeds:
         for row in args.rows:
-            name = f"{row}-e{epochs}"
+            flags = [*ROWS[row][1], "--use_pals", "true"] if args.pals else ROWS[row][1]
+            name = f"{row}{PALS_SUFFIX if args.pals else ''}-e{epochs}"
             output_dir = args.output_dir / f"{name}-seed{seed}"
-            argv = runner.row_argv(ROWS[row][1], seed, output_dir, args.num_train_epochs, passthrough)
+            argv = runner.row_argv(flags, seed, output_dir, args.num_train_epochs, passthrough)
             results_file = args.results_dir / "runs" / f"{name}-seed{seed}.json"
             runs.append(runner.Run(name, seed, output_dir, argv, results_file))
     return runs
+
+
+def describe(row: str) -> tuple[int, str]:
+    """A row's place in `ROWS` and its change from `best`, for a row with or without PALs."""
+    method = row.removesuffix(PALS_SUFFIX)
+    change = ROWS[method][0] + (", with PALs" if row != method else "")
+    return list(ROWS).index(method), change
+
+
+def table_order(name: str) -> tuple:
+    """By epochs, then the rows without PALs before those with, then in the order of `ROWS`."""
+    row, epochs = name.rsplit("-e", 1)
+    return epochs, row.endswith(PALS_SUFFIX), describe(row)[0]
 
 
 def format_table(records: list[dict]) -> str:
@@ -81,14 +98,14 @@ def format_table(records: list[dict]) -> str:
         f"| row | change from `best` | epochs | {titles} | overall - `none` | min / epoch | seeds |",
         "|---" * 11 + "|",
     ]
-    for name in sorted(by_name, key=lambda n: (n.rsplit("-e", 1)[1], list(ROWS).index(n.rsplit("-e", 1)[0]))):
+    for name in sorted(by_name, key=table_order):
         row, epochs = name.rsplit("-e", 1)
         group = by_name[name]
         minutes = cell(*mean_std([r["time_per_epoch_s"] / 60 for r in group]), digits=1)
         seeds = ", ".join(str(r["seed"]) for r in group)
         cells = " | ".join(metric_cells(group, leaderboard=True))
         difference = difference_to_none(group, by_name.get(f"none-e{epochs}"))
-        lines.append(f"| `{row}` | {ROWS[row][0]} | {epochs} | {cells} | {difference} | {minutes} | {seeds} |")
+        lines.append(f"| `{row}` | {describe(row)[1]} | {epochs} | {cells} | {difference} | {minutes} | {seeds} |")
     note = "`*`: the difference is larger than the two rows' seed standard deviations added (2 seeds or more each).\n"
     commands = commands_section({name: by_name[name][0]["command"] for name in sorted(by_name)})
     return "\n".join(lines) + "\n\n" + note + "\n" + commands
@@ -109,6 +126,7 @@ def difference_to_none(group: list[dict], none: list[dict] | None) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = runner.rows_parser(__doc__.strip().splitlines()[0], ROWS, "methods")
+    parser.add_argument("--pals", action="store_true", help="Each row with PALs on (`--use_pals true`).")
     args, passthrough = parser.parse_known_args(argv)
     args.output_dir, args.results_dir = args.output_dir.resolve(), args.results_dir.resolve()
     outcome = runner.run_rows(args, build_runs(args, passthrough), "Methods")

@@ -54,6 +54,22 @@ def test_every_row_is_one_change_from_best_at_the_asked_budget(tmp_path):
         assert len(changes) == len(lines)  # every row changes something else (`none` changes nothing)
 
 
+def test_with_pals_every_row_is_the_same_change_with_pals_on(tmp_path):
+    def dry_run(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.methods_screen", "--dry_run", "--output_dir", str(tmp_path),
+             "--rows", "none", "imtl_g", "--num_train_epochs", "2", *extra],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+
+    for plain, with_pals in zip(dry_run(), dry_run("--pals"), strict=True):
+        plain_model, _, plain_args = run_multitask.parse_args(shlex.split(plain)[2:])
+        pals_model, _, pals_args = run_multitask.parse_args(shlex.split(with_pals)[2:])
+        assert not plain_model.use_pals and pals_model.use_pals
+        assert pals_args.output_dir == plain_args.output_dir.replace("-e2-seed0", "_pals-e2-seed0")
+        assert pals_args.gradient_surgery == plain_args.gradient_surgery
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_a_run_record_keeps_the_weights_and_norms_it_logged_per_epoch(tiny_checkpoint, tiny_data, tmp_path):
     """A real 2-epoch UPGrad run with learned loss weights: its record has, per task and epoch, the mean of the
@@ -91,9 +107,14 @@ def test_the_table_gives_each_row_its_difference_to_none_at_the_same_epochs():
 
     records = [record("none-e2", 0, 0.70), record("none-e2", 1, 0.72), record("upgrad-e2", 0, 0.76),
                record("upgrad-e2", 1, 0.78), record("mgda-e2", 0, 0.71), record("mgda-e2", 1, 0.73),
-               record("none-e1", 0, 0.70), record("imtl_g-e1", 0, 0.75)]  # fmt: skip
-    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in format_table(records).splitlines()[2:10]}
+               record("none-e1", 0, 0.70), record("imtl_g-e1", 0, 0.75),
+               record("upgrad_pals-e2", 0, 0.74)]  # fmt: skip
+    table = format_table(records).split("\n\n")[0].splitlines()[2:]
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in table}
     assert rows["upgrad"][2] == "2" and rows["upgrad"][8] == "+0.060 *"  # 0.06 > 0.014 + 0.014
     assert rows["mgda"][8] == "+0.010"  # within the spread
     assert rows["imtl_g"][8] == "+0.050"  # one seed: no spread to compare with
     assert rows["none"][8] == ""
+    assert rows["upgrad_pals"][1] == "gradient surgery `upgrad`, with PALs" and rows["upgrad_pals"][8] == "+0.030"
+    order = [line.split(" | ")[0].strip("| `") + "-e" + line.split(" | ")[2] for line in table]
+    assert order == ["none-e1", "imtl_g-e1", "none-e2", "mgda-e2", "upgrad-e2", "upgrad_pals-e2"]  # PALs last
