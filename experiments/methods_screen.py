@@ -107,6 +107,10 @@ def format_table(records: list[dict]) -> str:
         difference = difference_to_none(group, by_name.get(f"none-e{epochs}"))
         lines.append(f"| `{row}` | {describe(row)[1]} | {epochs} | {cells} | {difference} | {minutes} | {seeds} |")
     note = "`*`: the difference is larger than the two rows' seed standard deviations added (2 seeds or more each).\n"
+    # A run of the same command done earlier for another table stands in for a rerun; the record says which.
+    for record in records:
+        if "reused_from" in record:
+            note += f"\n`{record['preset']}-seed{record['seed']}` is {record['reused_from']}.\n"
     commands = commands_section({name: by_name[name][0]["command"] for name in sorted(by_name)})
     return "\n".join(lines) + "\n\n" + note + "\n" + commands
 

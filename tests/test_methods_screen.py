@@ -109,6 +109,7 @@ def test_the_table_gives_each_row_its_difference_to_none_at_the_same_epochs():
                record("upgrad-e2", 1, 0.78), record("mgda-e2", 0, 0.71), record("mgda-e2", 1, 0.73),
                record("none-e1", 0, 0.70), record("imtl_g-e1", 0, 0.75),
                record("upgrad_pals-e2", 0, 0.74)]  # fmt: skip
+    records[1]["reused_from"] = "results/recipe/runs/best-seed1.json"
     table = format_table(records).split("\n\n")[0].splitlines()[2:]
     rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in table}
     assert rows["upgrad"][2] == "2" and rows["upgrad"][8] == "+0.060 *"  # 0.06 > 0.014 + 0.014
@@ -118,3 +119,4 @@ def test_the_table_gives_each_row_its_difference_to_none_at_the_same_epochs():
     assert rows["upgrad_pals"][1] == "gradient surgery `upgrad`, with PALs" and rows["upgrad_pals"][8] == "+0.030"
     order = [line.split(" | ")[0].strip("| `") + "-e" + line.split(" | ")[2] for line in table]
     assert order == ["none-e1", "imtl_g-e1", "none-e2", "mgda-e2", "upgrad-e2", "upgrad_pals-e2"]  # PALs last
+    assert "`none-e2-seed1` is results/recipe/runs/best-seed1.json." in format_table(records)
