@@ -76,17 +76,16 @@ def build_runs(args, passthrough: list[str]) -> list[runner.Run]:
     return runs
 
 
-def describe(row: str) -> tuple[int, str]:
-    """A row's place in `ROWS` and its change from `best`, for a row with or without PALs."""
+def change_from_best(row: str) -> str:
+    """A row's one change from `best`, with or without PALs."""
     method = row.removesuffix(PALS_SUFFIX)
-    change = ROWS[method][0] + (", with PALs" if row != method else "")
-    return list(ROWS).index(method), change
+    return ROWS[method][0] + (", with PALs" if row != method else "")
 
 
 def table_order(name: str) -> tuple:
     """By epochs, then the rows without PALs before those with, then in the order of `ROWS`."""
     row, epochs = name.rsplit("-e", 1)
-    return epochs, row.endswith(PALS_SUFFIX), describe(row)[0]
+    return epochs, row.endswith(PALS_SUFFIX), list(ROWS).index(row.removesuffix(PALS_SUFFIX))
 
 
 def format_table(records: list[dict]) -> str:
@@ -105,7 +104,8 @@ def format_table(records: list[dict]) -> str:
         seeds = ", ".join(str(r["seed"]) for r in group)
         cells = " | ".join(metric_cells(group, leaderboard=True))
         difference = difference_to_none(group, by_name.get(f"none-e{epochs}"))
-        lines.append(f"| `{row}` | {describe(row)[1]} | {epochs} | {cells} | {difference} | {minutes} | {seeds} |")
+        change = change_from_best(row)
+        lines.append(f"| `{row}` | {change} | {epochs} | {cells} | {difference} | {minutes} | {seeds} |")
     note = "`*`: the difference is larger than the two rows' seed standard deviations added (2 seeds or more each).\n"
     # A run of the same command done earlier for another table stands in for a rerun; the record says which.
     for record in records:
