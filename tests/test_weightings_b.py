@@ -130,7 +130,8 @@ def cagrad_problem(gramian, c, weights, onto_simplex=False):
     excess = weights - mean
     w = excess / excess.sum()
     if onto_simplex:
-        w = w.clamp(min=0) / w.clamp(min=0).sum()
+        w = w.clamp(min=0)
+        w = w / w.sum()
     norm = (w @ normalized @ w).clamp(min=0).sqrt()
     objective = normalized @ mean @ w + radius * norm
     gradient = normalized @ mean + radius * normalized @ w / norm
