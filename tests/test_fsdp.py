@@ -32,6 +32,8 @@ from modeling_bert_pals import BertPalsForMultitask
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# A collective that waits longer than this fails the run: a hang costs minutes, not the default 30.
+DDP_TIMEOUT = ["--ddp_timeout", "300"]
 # The README's: FSDP2, one unit per layer (and, as Accelerate does, one for the word embeddings), the root the rest.
 FSDP_CONFIG = REPO / "trainer" / "fsdp2_config.json"
 SHARDS = re.compile(r"Process (\d) of 2: gradient rows (\d+) x ([\d,]+) .*parameters ([\d,]+) of ([\d,]+) entries")
@@ -42,7 +44,7 @@ def tiny_args(checkpoint, data_dir, output_dir, *extra):
         "--model_name_or_path", checkpoint, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
         "--pal_size", "12", "--pal_num_heads", "3", "--pal_decoder_init", "normal", "--classifier_dropout", "0",
         "--report_to", "none", "--disable_tqdm", "True", "--seed", "0", "--dataloader_pin_memory", "False",
-        "--preset", "combined", "--do_train", "--max_train_samples", "48", *extra,
+        "--preset", "combined", "--do_train", "--max_train_samples", "48", *DDP_TIMEOUT, *extra,
     ]  # fmt: skip
 
 

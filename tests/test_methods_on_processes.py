@@ -14,14 +14,17 @@ configuration (tests/train_every_method.py), so the three launches serve every m
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 from conftest import SAME_TRAINING_TOLERANCE
 from safetensors.torch import load_file
 from test_fsdp import ENV, REPO, fsdp_args, largest_differences, tiny_args
-from train_every_method import CONFIGURATIONS, NOT_UNDER_FSDP
+from train_every_method import CONFIGURATIONS, NOT_UNDER_FSDP, STARTING
 from transformers import BertModel
 
 import plot_multitask
@@ -30,6 +33,8 @@ import plot_multitask
 COMMON = ["--max_steps", "3", "--gradient_accumulation_steps", "2", "--optim", "sgd", "--learning_rate", "0.05",
           "--lr_scheduler_type", "constant", "--save_strategy", "no", "--gradvac_beta", "0.5", "--logging_steps",
           "1"]  # fmt: skip
+# What a collective that outlives `--ddp_timeout` (tiny_args: 300 s) raises under gloo.
+GLOO_TIMEOUT = "Timed out waiting"
 # The script imports this checkout's code, also when another copy of the package is installed.
 SCRIPT_ENV = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO), ENV.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
@@ -40,8 +45,21 @@ def launch(root, checkpoint, data_dir, processes, *extra):
     if processes > 1:
         command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     result = subprocess.run(command, cwd=REPO, env=SCRIPT_ENV, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    if result.returncode != 0 and GLOO_TIMEOUT in result.stderr:
+        # Gloo's CPU transport itself hangs once in a long while (once in a CI run so far, waiting on a send inside
+        # an FSDP2 step; rerunning that launch alone never repeated it): the launch runs once more, from scratch,
+        # and the warning keeps it on record.
+        warnings.warn(f"{running(result.stderr)}: gloo timed out, running the launch again.\n{result.stderr[-2000:]}")
+        shutil.rmtree(root)
+        result = subprocess.run(command, cwd=REPO, env=SCRIPT_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, f"{running(result.stderr)}:\n{result.stderr[-3000:]}"
     return root
+
+
+def running(log: str) -> str:
+    """The configuration the launch was training last (train_every_method.py names each as it starts)."""
+    names = re.findall(rf"^{STARTING}(\S+)$", log, flags=re.MULTILINE)
+    return f"configuration {names[-1]}" if names else "before the first configuration"
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ CONFIGURATIONS = {
     # The regularisers of the heads (without dropout R-Drop's divergence is 0, but the batch runs twice).
     "upgrad+regularisers": ["--gradient_surgery", "upgrad", "--rdrop", "1", "--label_smoothing", "0.1"],
 }
+# Printed to stderr as each configuration starts, so that a failure names it.
+STARTING = "train_every_method: starting "
 # Weight averaging keeps whole weights: one process or DDP, not FSDP.
 NOT_UNDER_FSDP = {"pcgrad+ema": ["--gradient_surgery", "pcgrad", "--ema_decay", "0.5", "--rdrop", "sts=1"]}
 
@@ -37,6 +39,7 @@ def main(argv: list[str]) -> None:
     root, common = argv[0], argv[1:]
     configurations = CONFIGURATIONS if "--fsdp" in common else {**CONFIGURATIONS, **NOT_UNDER_FSDP}
     for name, flags in configurations.items():
+        print(f"{STARTING}{name}", file=sys.stderr, flush=True)
         run_multitask.main([*common, *flags, "--output_dir", f"{root}/{name}"])
 
 
